@@ -1,0 +1,1 @@
+"""The payout provider seam: the protocol the dispatcher relies on, and IntaSend's implementation of it."""

@@ -1,0 +1,87 @@
+"""What the dispatcher needs from a payout provider, and how every outcome of a request is classified.
+
+Four classes of outcome (issue 3): success (a parsed batch); ``ProviderRejected``, a permanent refusal
+(4xx validation) that is never retried; ``ProviderUnavailable``, transient (429, 5xx, a connection that was
+refused before the request went out), safe to retry; ``ProviderAmbiguous``, a timeout or a connection broken
+after the request was sent, so the provider may have acted on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from shared.errors import PayrunError
+
+
+class ProviderError(PayrunError):
+    """The payout provider did not give a usable answer."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request (4xx): sending it again unchanged would be refused again."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not take the request now (429, 5xx, connection refused): try again later."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, body: Any = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class ProviderRateLimited(ProviderUnavailable):
+    """The provider answered 429 Too Many Requests."""
+
+
+class ProviderAmbiguous(ProviderError):
+    """The request may or may not have been acted on (timeout or broken connection after sending)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    request_reference_id: str | None
+    account: str
+    amount: Decimal
+    status_code: str | None
+    status: str | None
+    name: str | None = None
+    provider_reference: str | None = None
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    tracking_id: str
+    status_code: str | None
+    status: str | None
+    nonce: str | None
+    transactions: tuple[Transaction, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+class PayoutProvider(Protocol):
+    async def initiate(
+        self,
+        *,
+        provider: str,
+        currency: str,
+        transactions: list[dict[str, Any]],
+        requires_approval: str = "YES",
+        callback_url: str | None = None,
+        wallet_id: str | None = None,
+    ) -> Batch: ...
+
+    async def approve(self, batch: Batch) -> Batch | None: ...
+
+    async def status(self, tracking_id: str) -> Batch: ...
+
+    async def wallets(self) -> list[dict[str, Any]]: ...

@@ -1,0 +1,1 @@
+"""Code both payrun services use: settings, logging, the database and its repositories."""

@@ -1,0 +1,88 @@
+"""`payrun`: the one command (CONTRACT.md section 1). Logs go to stderr; stdout carries only answers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from shared import logging as payrun_logging
+from shared.errors import PayrunError
+from shared.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payrun", description="Pay salaries through IntaSend from an outbox.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("migrate", help="apply pending sql/ migrations to DATABASE_URL")
+    sub.add_parser("api", help="serve the HTTP API on API_HOST:API_PORT")
+    sub.add_parser("dispatcher", help="run one dispatcher until SIGTERM/SIGINT")
+    employer = sub.add_parser("employer", help="manage employers")
+    employer_sub = employer.add_subparsers(dest="employer_command", required=True, metavar="ACTION")
+    create = employer_sub.add_parser("create", help="create an employer and print its API key once")
+    create.add_argument("--name", required=True)
+    sub.add_parser("sim", help="serve the bundled IntaSend simulator (see `payrun sim --help`)", add_help=False)
+    sub.add_parser("dev", help="run everything on one machine for trying payrun out (what `make run` runs)")
+    return parser
+
+
+async def _migrate(settings: Settings) -> None:
+    from shared import db, migrate
+
+    conn = await db.connect(settings.require_database_url())
+    try:
+        applied = await migrate.apply(conn)
+    finally:
+        await conn.close()
+    print(json.dumps({"applied": [f"{m.version:04d}_{m.name}" for m in applied], "version": migrate.latest_version()}))
+
+
+async def _create_employer(settings: Settings, name: str) -> None:
+    from shared import db, employers, migrate
+
+    conn = await db.connect(settings.require_database_url())
+    try:
+        await migrate.ensure_current(conn)
+        created = await employers.create(conn, name)
+    finally:
+        await conn.close()
+    print(json.dumps(created))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:
+        from simulator.__main__ import main as sim_main
+
+        sim_main(argv[1:])
+        return
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        payrun_logging.configure(settings.log_level, settings.log_format)
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        elif args.command == "employer":
+            name = args.name.strip()
+            if not name:
+                raise PayrunError("--name must not be empty")
+            asyncio.run(_create_employer(settings, name))
+        elif args.command == "api":
+            from api_service.__main__ import serve
+
+            serve(settings)
+        elif args.command == "dispatcher":
+            from dispatcher_service.__main__ import run
+
+            run(settings)
+        elif args.command == "dev":
+            from shared.dev import run_dev
+
+            run_dev(settings)
+    except PayrunError as exc:
+        print(f"payrun {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"payrun {args.command}: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,78 @@
+"""payrun's one error tree. Each class's docstring is its default message.
+
+The API maps these to HTTP in exactly one place (``api_service/errors.py``); the dispatcher maps provider
+errors to retry decisions in ``dispatcher_service/retry.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PayrunError(Exception):
+    """Something went wrong in payrun."""
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.context = context
+        super().__init__(self.message)
+
+
+class ConfigError(PayrunError):
+    """The configuration is missing or wrong."""
+
+
+class SchemaNotCurrent(PayrunError):
+    """The database schema is behind this code: run `payrun migrate`."""
+
+
+class InvalidRequest(PayrunError):
+    """The request is not valid."""
+
+    def __init__(self, message: str | None = None, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class MalformedBody(PayrunError):
+    """The request body is not a JSON document payrun can read."""
+
+
+class BodyTooLarge(PayrunError):
+    """The request body is larger than payrun accepts."""
+
+
+class Unauthenticated(PayrunError):
+    """A valid `Authorization: Bearer <api_key>` header is required."""
+
+
+class NotFound(PayrunError):
+    """No such resource."""
+
+
+class PayrollNotFound(NotFound):
+    """No such payroll."""
+
+
+class DuplicateReference(PayrunError):
+    """A payroll with this reference already exists for this employer."""
+
+
+class PayrollFinal(PayrunError):
+    """The payroll has already reached a final state and cannot be processed again."""
+
+
+class IdempotencyKeyReused(PayrunError):
+    """This Idempotency-Key was already used with a different request."""
+
+
+class IdempotencyKeyInFlight(PayrunError):
+    """A request with this Idempotency-Key is still being processed."""
+
+
+class Throttled(PayrunError):
+    """Too many requests for this API key: slow down."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__()
+        self.retry_after_s = retry_after_s
