@@ -1,0 +1,67 @@
+"""`payrun dispatcher` / `python -m dispatcher_service`: the composition root of one dispatcher process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import aiohttp
+
+from dispatcher_service.dispatcher import Dispatcher
+from dispatcher_service.limiter import ProviderRateLimiter
+from dispatcher_service.provider.intasend import IntaSendClient
+from dispatcher_service.retry import ProviderCaller
+from shared import db, migrate
+from shared.errors import PayrunError
+from shared.logging import configure, get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def main(settings: Settings) -> None:
+    dsn = settings.require_database_url()
+    secret = settings.require_secret_key()
+    pool = await db.create_pool(dsn, min_size=2, max_size=max(4, min(20, settings.dispatcher_concurrency // 2 + 4)))
+    try:
+        async with pool.acquire() as conn:
+            await migrate.ensure_current(conn)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        connector = aiohttp.TCPConnector(limit=max(10, settings.dispatcher_concurrency))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            provider = IntaSendClient(
+                session,
+                base_url=settings.intasend_base_url,
+                secret_key=secret,
+                timeout_s=settings.intasend_timeout_s,
+            )
+            limiter = ProviderRateLimiter(pool, max_rps=settings.intasend_max_rps)
+            dispatcher = Dispatcher(
+                pool=pool, dsn=dsn, provider=provider, caller=ProviderCaller(limiter), settings=settings
+            )
+            await dispatcher.run(stop)
+    finally:
+        await pool.close()
+
+
+def run(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT. Configuration errors and an unmigrated database exit non-zero at once."""
+    try:
+        asyncio.run(main(settings))
+    except OSError as exc:
+        print(f"payrun dispatcher: cannot reach the database: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    _settings = Settings.from_env()
+    configure(_settings.log_level, _settings.log_format)
+    try:
+        run(_settings)
+    except PayrunError as _exc:
+        print(f"payrun dispatcher: {_exc}", file=sys.stderr)
+        sys.exit(2)

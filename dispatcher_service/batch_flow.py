@@ -1,0 +1,276 @@
+"""One claimed outbox row, carried through IntaSend's two-step flow to a final state.
+
+Exactly once, step by step (CONTRACT.md section 5):
+1. initiate with requires_approval="YES": nothing moves. A lost or repeated initiate leaves at most an orphan
+   batch waiting for approval, which payrun never approves.
+2. persist tracking_id, nonce and each item's request_reference_id (fenced, one batch per row) BEFORE approving.
+3. stage `approving` is written (fenced) before the approve request goes out. Whoever finds a batch in
+   `approving` (this dispatcher after an error, or another after a crash) asks `status` first and approves
+   only a batch the provider still shows as waiting for approval.
+4. follow the batch with `status` until every item is final, then record items, the row and (if it was the
+   last row) the payroll in one transaction.
+Long waits go back to the row's `available_at`; no coroutine holds a lease across minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from dispatcher_service import outcomes
+from dispatcher_service.provider.protocol import (
+    Batch,
+    PayoutProvider,
+    ProviderAmbiguous,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from dispatcher_service.retry import ProviderCaller
+from shared import batches, outbox
+from shared.batches import LeaseLost
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+POLL_DELAYS_S = (1.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+INLINE_WAIT_LIMIT_S = 5.0
+FOLLOW_HORIZON_S = 24 * 3600.0
+AUTH_STATUSES = (401, 403)
+
+
+def poll_delay(polls_done: int) -> float:
+    return POLL_DELAYS_S[min(polls_done, len(POLL_DELAYS_S) - 1)]
+
+
+def row_backoff(errors: int) -> float:
+    """Back-off before a row that failed is tried again: 2, 4, 8 ... 300 s, with jitter."""
+    base = min(300.0, 2.0 ** (errors + 1))
+    return base * random.uniform(0.8, 1.2)
+
+
+class BatchFlow:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        provider: PayoutProvider,
+        caller: ProviderCaller,
+        settings: Settings,
+        worker: str,
+        row: outbox.Claimed,
+    ) -> None:
+        self.pool, self.provider, self.caller, self.settings = pool, provider, caller, settings
+        self.worker, self.row = worker, row
+        self.item_ids: list[int] = [int(i) for i in row.payload["item_ids"]]
+        self.log = log.bind(outbox_id=row.id, payroll_id=str(row.payroll_id), attempt=row.attempts)
+
+    async def run(self) -> None:
+        try:
+            stored = await batches.for_row(self.pool, self.row.id)
+            if stored is None:
+                stored = await self._initiate()
+                if stored is None:
+                    return
+            self.log = self.log.bind(tracking_id=stored.tracking_id)
+            if stored.stage == "initiated":
+                if not await self._approve(stored):
+                    return
+            elif stored.stage == "approving":
+                if not await self._resolve_approving(stored, approve_error=None):
+                    return
+            elif stored.stage in ("finished", "rejected"):
+                # Recorded but the row was not finished (cannot happen in one transaction; be safe).
+                await self._give_up("the batch was already settled", as_error=False)
+                return
+            await self._follow(stored)
+        except LeaseLost as exc:
+            self.log.warning("lease_lost", detail=str(exc))
+
+    # -- step 1 and 2: initiate, then persist before anything else -------------------------------------
+
+    async def _initiate(self) -> batches.StoredBatch | None:
+        items = await batches.items(self.pool, self.item_ids)
+        provider_name = self.row.payload["provider"]
+        transactions = [_transaction(i) for i in items]
+        try:
+            batch = await self.caller.call(
+                "initiate",
+                lambda: self.provider.initiate(
+                    provider=provider_name,
+                    currency=self.row.payload.get("currency", "KES"),
+                    transactions=transactions,
+                    requires_approval="YES",
+                    callback_url=self.settings.intasend_callback_url,
+                    wallet_id=self.settings.intasend_wallet_id,
+                ),
+                retry_ambiguous=True,
+            )
+        except ProviderRejected as exc:
+            if exc.status in AUTH_STATUSES:
+                await self._retry_later(f"IntaSend refused our credentials on initiate: {exc}")
+                return None
+            reason = f"IntaSend refused the batch: {exc}"
+            await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "rejected", str(exc))
+            final = await batches.settle_all(
+                self.pool, self.row, self.item_ids, status="FAILED", reason=reason,
+                batch_id=None, batch_stage="rejected", row_status="done",
+            )
+            self.log.warning("batch_rejected", reason=reason, payroll_status=final)
+            return None
+        except (ProviderUnavailable, ProviderAmbiguous) as exc:
+            await self._retry_later(f"initiate failed: {exc}")
+            return None
+        refs = outcomes.match_references(items, batch.transactions)
+        if refs is None:
+            await self._retry_later(
+                f"initiate response for batch {batch.tracking_id} does not list the items sent; it is abandoned unapproved"
+            )
+            return None
+        stored = await batches.persist_initiated(
+            self.pool, self.row, tracking_id=batch.tracking_id, nonce=batch.nonce, response=batch.raw, refs=refs
+        )
+        await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "ok", batch.tracking_id)
+        self.log.info("batch_initiated", tracking_id=batch.tracking_id, items=len(items))
+        return stored
+
+    # -- step 3: approve exactly the persisted batch -------------------------------------------------
+
+    async def _approve(self, stored: batches.StoredBatch) -> bool:
+        await batches.set_stage(self.pool, self.row, stored.id, "approving")
+        try:
+            await self.caller.once("approve", lambda: self.provider.approve(_stored_batch(stored)))
+        except ProviderError as exc:
+            self.log.warning("approve_uncertain", error=str(exc), http_status=exc.status)
+            await batches.log_attempt(self.pool, self.row, self.worker, "approve", type(exc).__name__, str(exc))
+            return await self._resolve_approving(stored, approve_error=exc)
+        await batches.set_stage(self.pool, self.row, stored.id, "approved")
+        await batches.log_attempt(self.pool, self.row, self.worker, "approve", "ok", stored.tracking_id)
+        self.log.info("batch_approved")
+        return True
+
+    async def _resolve_approving(self, stored: batches.StoredBatch, approve_error: ProviderError | None) -> bool:
+        """We may or may not have approved: the provider's status decides, before anything is sent again."""
+        try:
+            batch = await self.caller.call("status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True)
+        except ProviderError as exc:
+            await self._retry_later(f"status after approve failed: {exc}")
+            return False
+        await batches.record_poll(self.pool, stored.id, batch.raw, batch.status_code)
+        if not outcomes.awaiting_approval(batch):
+            await batches.set_stage(self.pool, self.row, stored.id, "approved")
+            self.log.info("batch_approval_confirmed", status_code=batch.status_code)
+            return True
+        if isinstance(approve_error, ProviderRejected) and approve_error.status not in AUTH_STATUSES:
+            reason = f"IntaSend refused to approve batch {stored.tracking_id}: {approve_error}"
+            final = await batches.settle_all(
+                self.pool, self.row, self.item_ids, status="FAILED", reason=reason,
+                batch_id=stored.id, batch_stage="rejected", row_status="done",
+            )
+            self.log.warning("batch_approval_refused", reason=reason, payroll_status=final)
+            return False
+        if approve_error is None:
+            # Found in `approving` after a crash, still waiting: approve it now (same batch, same items).
+            return await self._approve(stored)
+        await self._retry_later(f"approve not accepted yet ({approve_error}); the batch still waits for approval")
+        return False
+
+    # -- step 4: follow the batch to the end -----------------------------------------------------------
+
+    async def _follow(self, stored: batches.StoredBatch) -> None:
+        items = await batches.items(self.pool, self.item_ids)
+        polls = stored.status_polls
+        # Just approved: give the provider a moment. Back from a long wait: ask at once.
+        delay = poll_delay(0) if polls == 0 else 0.0
+        while True:
+            if delay > INLINE_WAIT_LIMIT_S:
+                await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=delay)
+                self.log.info("batch_poll_later", wait_s=delay, polls=polls)
+                return
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                batch = await self.caller.call(
+                    "status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True
+                )
+            except ProviderError as exc:
+                await self._retry_later(f"status failed: {exc}")
+                return
+            polls += 1
+            await batches.record_poll(self.pool, stored.id, batch.raw, batch.status_code)
+            reading = outcomes.read_status(batch, items)
+            if reading.final:
+                final = await batches.settle(self.pool, self.row, reading.outcomes, batch_id=stored.id)
+                counts: dict[str, int] = {}
+                for o in reading.outcomes:
+                    counts[o.status] = counts.get(o.status, 0) + 1
+                self.log.info("batch_settled", polls=polls, status=reading.summary, items=counts, payroll_status=final)
+                return
+            if await self._past_horizon(stored):
+                settled = {o.item_id for o in reading.outcomes}
+                reason = "the provider gave no final outcome within 24 hours"
+                rest = [batches.ItemOutcome(i.id, "NEEDS_REVIEW", reason) for i in items if i.id not in settled]
+                await batches.settle(self.pool, self.row, list(reading.outcomes) + rest, batch_id=stored.id)
+                self.log.warning("batch_needs_review", reason=reason)
+                return
+            delay = poll_delay(polls)
+
+    async def _past_horizon(self, stored: batches.StoredBatch) -> bool:
+        approved_age = await self.pool.fetchval(
+            "SELECT extract(epoch FROM now() - approved_at)::float8 FROM provider_batches WHERE id = $1", stored.id
+        )
+        return approved_age is not None and approved_age > FOLLOW_HORIZON_S
+
+    # -- failures --------------------------------------------------------------------------------------
+
+    async def _retry_later(self, error: str) -> None:
+        errors = self.row.errors + 1
+        if errors >= self.settings.dispatcher_max_errors:
+            await self._give_up(f"gave up after {errors} failed attempts; last: {error}", as_error=True)
+            return
+        delay = row_backoff(self.row.errors)
+        await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=delay, error=error, count_error=True)
+        self.log.warning("batch_retry_later", error=error, wait_s=round(delay, 1), errors=errors)
+
+    async def _give_up(self, reason: str, *, as_error: bool) -> None:
+        """The row goes `dead`. Items of a batch that may have been approved need a person; others failed."""
+        stored = await batches.for_row(self.pool, self.row.id)
+        may_have_moved = stored is not None and stored.stage in ("approving", "approved")
+        status = "NEEDS_REVIEW" if may_have_moved else "FAILED"
+        final = await batches.settle_all(
+            self.pool, self.row, self.item_ids, status=status, reason=reason,
+            batch_id=stored.id if stored else None,
+            batch_stage="finished" if may_have_moved else "rejected",
+            row_status="dead" if as_error else "done",
+        )
+        self.log.error("batch_dead", reason=reason, items_status=status, payroll_status=final)
+
+
+def _transaction(item: batches.Item) -> dict[str, Any]:
+    txn: dict[str, Any] = {"name": item.name, "account": item.account, "amount": _json_amount(item.amount)}
+    if item.narrative:
+        txn["narrative"] = item.narrative
+    if item.bank_code:
+        txn["bank_code"] = item.bank_code
+    return txn
+
+
+def _json_amount(amount: Decimal) -> int | float:
+    """IntaSend types amounts as numbers. A 2-place decimal round-trips exactly through a JSON number."""
+    return int(amount) if amount == amount.to_integral_value() else float(amount)
+
+
+def _stored_batch(stored: batches.StoredBatch) -> Batch:
+    return Batch(
+        tracking_id=stored.tracking_id,
+        status_code=stored.initiate_response.get("status_code"),
+        status=stored.initiate_response.get("status"),
+        nonce=stored.nonce,
+        transactions=(),
+        raw=stored.initiate_response,
+    )

@@ -1,0 +1,203 @@
+"""The claim → send → record loop of one dispatcher process.
+
+- Wakes on NOTIFY from the API (new rows) and otherwise sleeps until the next row is due (a back-off or a
+  lease running out), so an idle dispatcher costs one cheap query every IDLE_MAX_SLEEP_S at most.
+- Keeps at most DISPATCHER_CONCURRENCY rows in flight, one task each; a heartbeat extends their leases and
+  cancels the task of any row that was taken over.
+- On stop: claims nothing more, lets in-flight batches finish within the grace period, then cancels the rest
+  and gives their rows back (they resume from their recorded stage).
+- Survives PostgreSQL restarts: every database error in the loop is logged and retried with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+
+import asyncpg
+
+from dispatcher_service.batch_flow import BatchFlow
+from dispatcher_service.provider.protocol import PayoutProvider
+from dispatcher_service.retry import ProviderCaller
+from shared import outbox
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+IDLE_MAX_SLEEP_S = 30.0
+DB_RETRY_MAX_S = 10.0
+
+_NEXT_DUE = """
+SELECT extract(epoch FROM least(
+    (SELECT min(available_at) FROM outbox WHERE status = 'pending'),
+    (SELECT min(locked_until) FROM outbox WHERE status = 'in_progress')
+) - now())::float8
+"""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        dsn: str,
+        provider: PayoutProvider,
+        caller: ProviderCaller,
+        settings: Settings,
+        worker: str | None = None,
+    ) -> None:
+        self.pool, self.dsn, self.provider, self.caller, self.settings = pool, dsn, provider, caller, settings
+        self.worker = worker or worker_id()
+        self._wake = asyncio.Event()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tokens: dict[int, uuid.UUID] = {}
+        self.log = log.bind(dispatcher=self.worker)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.log.info(
+            "dispatcher_started",
+            concurrency=self.settings.dispatcher_concurrency,
+            lease_s=self.settings.dispatcher_lease_s,
+            max_rps=self.settings.intasend_max_rps,
+        )
+        side = [
+            asyncio.create_task(self._listen(stop), name="listen for new outbox rows"),
+            asyncio.create_task(self._heartbeat(stop), name="extend leases"),
+        ]
+        try:
+            await self._claim_loop(stop)
+        finally:
+            await self._drain()
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            self.log.info("dispatcher_stopped")
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        db_failures = 0
+        while not stop.is_set():
+            self._wake.clear()
+            free = self.settings.dispatcher_concurrency - len(self._tasks)
+            sleep_s = 0.0
+            try:
+                claimed = (
+                    await outbox.claim(self.pool, worker=self.worker, lease_s=self.settings.dispatcher_lease_s, limit=free)
+                    if free > 0
+                    else []
+                )
+                for row in claimed:
+                    self._start(row)
+                if free > 0 and len(claimed) == free:
+                    continue  # there may be more: claim again as soon as there is room
+                if free > 0:
+                    due = await self.pool.fetchval(_NEXT_DUE)
+                    sleep_s = IDLE_MAX_SLEEP_S if due is None else min(max(due, 0.05), IDLE_MAX_SLEEP_S)
+                else:
+                    sleep_s = IDLE_MAX_SLEEP_S
+                db_failures = 0
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                db_failures += 1
+                sleep_s = min(DB_RETRY_MAX_S, 0.5 * 2**db_failures)
+                self.log.warning("claim_failed", error=str(exc), retry_in_s=sleep_s)
+            await self._wait(stop, sleep_s)
+
+    async def _wait(self, stop: asyncio.Event, at_most_s: float) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=at_most_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _start(self, row: outbox.Claimed) -> None:
+        flow = BatchFlow(
+            pool=self.pool, provider=self.provider, caller=self.caller, settings=self.settings,
+            worker=self.worker, row=row,
+        )
+        task = asyncio.create_task(self._run_flow(flow), name=f"outbox row {row.id} payroll {row.payroll_id}")
+        self._tasks[row.id] = task
+        self._tokens[row.id] = row.lease_token
+
+    async def _run_flow(self, flow: BatchFlow) -> None:
+        row = flow.row
+        try:
+            await flow.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a database outage: give the row back, it resumes from its stage
+            flow.log.exception("batch_flow_crashed", error=str(exc))
+            with contextlib.suppress(Exception):
+                await outbox.release(self.pool, row.id, row.lease_token, delay_s=5.0, error=f"dispatcher error: {exc}")
+        finally:
+            self._tasks.pop(row.id, None)
+            self._tokens.pop(row.id, None)
+            self._wake.set()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        interval = max(0.2, self.settings.dispatcher_lease_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            held = dict(self._tokens)
+            if not held:
+                continue
+            try:
+                kept = await outbox.extend_leases(
+                    self.pool, worker=self.worker, lease_s=self.settings.dispatcher_lease_s, held=held
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.log.warning("heartbeat_failed", error=str(exc))
+                continue
+            for row_id in set(held) - kept:
+                task = self._tasks.get(row_id)
+                if task is not None and self._tokens.get(row_id) == held[row_id]:
+                    self.log.warning("lease_taken_over", outbox_id=row_id)
+                    task.cancel()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(outbox.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                failures = 0
+                self._wake.set()  # rows may have arrived while we were not listening
+                await lost.wait()
+                self.log.warning("listen_connection_lost")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                failures += 1
+                self.log.warning("listen_failed", error=str(exc))
+                await asyncio.sleep(min(DB_RETRY_MAX_S, 0.5 * 2**failures))
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        tasks = dict(self._tasks)
+        tokens = dict(self._tokens)
+        self.log.info("dispatcher_draining", in_flight=len(tasks), grace_s=self.settings.dispatcher_grace_s)
+        _, pending = await asyncio.wait(tasks.values(), timeout=self.settings.dispatcher_grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        released = 0
+        for row_id, task in tasks.items():
+            if task in pending:
+                with contextlib.suppress(Exception):
+                    if await outbox.release(self.pool, row_id, tokens[row_id], delay_s=0.0):
+                        released += 1
+        if released:
+            self.log.info("rows_released", count=released)

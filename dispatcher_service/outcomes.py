@@ -1,0 +1,101 @@
+"""IntaSend's batch and transaction codes, and what they mean for payrun's items (intasend.md section 4).
+
+Pure functions, no I/O: matching an initiate response to the items sent, and reading a status response
+into item outcomes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from dispatcher_service.provider.protocol import Batch, Transaction
+from shared.batches import Item, ItemOutcome
+
+AWAITING_APPROVAL_CODES = frozenset({"BP101", "BP103"})
+AWAITING_APPROVAL_STATUSES = frozenset({"preview and approve"})
+BATCH_FAILED = {
+    "BF102": "the batch failed at the provider",
+    "BF105": "the provider's balance check failed (likely insufficient funds)",
+    "BF107": "the provider's advance float check failed",
+    "BE111": "the batch was ended or cancelled early at the provider",
+}
+BATCH_COMPLETED = "BC100"
+
+TXN_PAID = frozenset({"TS100"})
+TXN_FAILED = {"TF103": "failed to initiate or process", "TF106": "transaction failed", "TC108": "transaction cancelled"}
+TXN_UNDETERMINED = frozenset({"TF105"})  # "status cannot be determined": never resent automatically
+
+
+def awaiting_approval(batch: Batch) -> bool:
+    return batch.status_code in AWAITING_APPROVAL_CODES or (batch.status or "").strip().lower() in (
+        AWAITING_APPROVAL_STATUSES
+    )
+
+
+def _key(account: str, amount: Decimal) -> tuple[str, Decimal]:
+    return (str(account).strip().lstrip("+"), Decimal(amount).quantize(Decimal("0.01")))
+
+
+def match_references(items: Sequence[Item], txns: Sequence[Transaction]) -> dict[int, str] | None:
+    """Map each item id to the provider's request_reference_id, or None if the response does not describe
+    exactly the items sent. Position first (the likely order), account and amount always checked."""
+    if len(items) != len(txns) or any(not t.request_reference_id for t in txns):
+        return None
+    if all(_key(i.account, i.amount) == _key(t.account, t.amount) for i, t in zip(items, txns, strict=True)):
+        return {i.id: str(t.request_reference_id) for i, t in zip(items, txns, strict=True)}
+    pool: dict[tuple[str, Decimal], list[str]] = defaultdict(list)
+    for t in txns:
+        pool[_key(t.account, t.amount)].append(str(t.request_reference_id))
+    refs: dict[int, str] = {}
+    for item in items:
+        candidates = pool.get(_key(item.account, item.amount))
+        if not candidates:
+            return None
+        refs[item.id] = candidates.pop(0)
+    return refs
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    final: bool
+    outcomes: tuple[ItemOutcome, ...]
+    summary: str
+
+
+def _txn_outcome(item_id: int, t: Transaction, batch_reason: str | None) -> ItemOutcome | None:
+    code = (t.status_code or "").upper()
+    if code in TXN_PAID:
+        return ItemOutcome(item_id, "PAID", None, t.provider_reference)
+    if code in TXN_UNDETERMINED:
+        return ItemOutcome(item_id, "NEEDS_REVIEW", f"IntaSend cannot determine the outcome ({code}): contact support")
+    if code in TXN_FAILED:
+        reason = t.failure_reason or TXN_FAILED[code]
+        return ItemOutcome(item_id, "FAILED", f"{reason} ({code})")
+    if batch_reason is not None:
+        return ItemOutcome(item_id, "FAILED", f"{batch_reason}; transaction {code or 'without a code'}")
+    return None
+
+
+def read_status(batch: Batch, items: Sequence[Item]) -> Reading:
+    """What a status response says about the items; final when every item has a final outcome."""
+    code = (batch.status_code or "").upper()
+    by_ref = {t.request_reference_id: t for t in batch.transactions if t.request_reference_id}
+    batch_reason = f"{BATCH_FAILED[code]} ({code}: {batch.status})" if code in BATCH_FAILED else None
+    batch_over = code == BATCH_COMPLETED or batch_reason is not None
+    outcomes: list[ItemOutcome] = []
+    for item in items:
+        t = by_ref.get(item.request_reference_id or "")
+        if t is None:
+            if batch_reason is not None:
+                outcomes.append(ItemOutcome(item.id, "FAILED", batch_reason))
+            elif batch_over:
+                outcomes.append(ItemOutcome(item.id, "NEEDS_REVIEW", "the provider's completed batch does not list this item"))
+            continue
+        outcome = _txn_outcome(item.id, t, batch_reason)
+        if outcome is not None:
+            outcomes.append(outcome)
+    final = len(outcomes) == len(items)
+    return Reading(final, tuple(outcomes), f"{code or '?'} {batch.status or ''}".strip())

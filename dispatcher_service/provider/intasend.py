@@ -1,0 +1,297 @@
+"""IntaSend Send Money client: four endpoints, every outcome mapped onto the four classes in ``protocol``.
+
+The classification is the point of this module. A payout request that might have reached IntaSend must never
+look like one that certainly did not, because the dispatcher would then send the money twice; a request that
+certainly failed must not look ambiguous, or payroll would stall on manual checks. See /work/shared/intasend.md
+(sections 1-4, 8, 9) for the wire format this follows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+
+from dispatcher_service.provider.protocol import (
+    Batch,
+    ProviderAmbiguous,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+    Transaction,
+)
+
+log = structlog.get_logger(__name__)
+
+ENDPOINTS = ("initiate", "approve", "status", "wallets")
+_ROUTES = {
+    "initiate": ("POST", "/api/v1/send-money/initiate/"),
+    "approve": ("POST", "/api/v1/send-money/approve/"),
+    "status": ("POST", "/api/v1/send-money/status/"),
+    "wallets": ("GET", "/api/v1/wallets/"),
+}
+# Item codes whose ``status_description`` explains a failure; on other codes it is just progress text.
+FAILED_TRANSACTION_CODES = frozenset({"TF103", "TF105", "TF106", "TC108"})
+_RAW_TEXT_LIMIT = 300
+T = TypeVar("T")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP-date; None when absent or unreadable."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; parsedate_to_datetime leaves "-0000" naive
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def error_message(body: Any) -> str:
+    """A readable reason from either error shape IntaSend uses (section 8), else the raw text, truncated."""
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            parts = []
+            for err in errors:
+                if not isinstance(err, dict):
+                    parts.append(str(err))
+                    continue
+                detail = err.get("detail") or err.get("code") or "error"
+                parts.append(f"{err['attr']}: {detail}" if err.get("attr") else str(detail))
+            return "; ".join(parts)
+        for key in ("detail", "details"):
+            if body.get(key):
+                return str(body[key])
+    if body is None:
+        return "(empty body)"
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return text[:_RAW_TEXT_LIMIT]
+
+
+def classify_http(
+    status: int, body: Any, headers: Mapping[str, str] | None = None, *, endpoint: str = "request"
+) -> ProviderError | None:
+    """The error an HTTP answer means, or None for 2xx. Pure, so the table is testable on its own.
+
+    429/408/5xx are transient. Every other 4xx is a refusal that would repeat. A 1xx/3xx (we never follow
+    redirects: a redirected POST could be replayed or turned into a GET) means the request was not handled
+    at this URL, most likely misconfiguration: treated as transient so nothing is failed permanently for it.
+    """
+    if 200 <= status < 300:
+        return None
+    where = f"IntaSend {endpoint}: HTTP {status}"
+    if status == 429:
+        retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        message = f"{where} rate limited (Retry-After: {retry_after})"
+        return ProviderRateLimited(message, status=status, body=body, retry_after=retry_after)
+    if status == 408 or status >= 500:
+        return ProviderUnavailable(f"{where}: {error_message(body)}", status=status, body=body)
+    if 400 <= status < 500:
+        return ProviderRejected(f"{where}: {error_message(body)}", status=status, body=body)
+    location = _header(headers, "Location")
+    return ProviderUnavailable(f"{where} unexpected (Location: {location!r})", status=status, body=body)
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """Case-insensitive lookup, so plain dicts work as well as aiohttp's CIMultiDict."""
+    return next((v for k, v in (headers or {}).items() if k.lower() == name.lower()), None)
+
+
+def _decimal(value: Any) -> Decimal:
+    """JSON number or decimal string → Decimal; floats go through ``str`` so no binary rounding gets in."""
+    try:
+        result = None if value is None or isinstance(value, bool) else Decimal(str(value).strip())
+    except InvalidOperation:
+        result = None
+    if result is None or not result.is_finite():
+        raise ValueError(f"not an amount: {value!r}")
+    return result
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def parse_transaction(item: Mapping[str, Any]) -> Transaction:
+    """One batch item, old (2020: int ``account``, ``mno_reference``) or new (2025) shape."""
+    status_code = _opt_str(item.get("status_code"))
+    reason = _opt_str(item.get("failed_reason"))
+    if reason is None and status_code in FAILED_TRANSACTION_CODES:
+        reason = _opt_str(item.get("status_description"))
+    account = item.get("account") if item.get("account") is not None else item.get("phone_number", "")
+    return Transaction(
+        request_reference_id=_opt_str(item.get("request_reference_id")),
+        account=str(account),
+        amount=_decimal(item.get("amount")),
+        status_code=status_code,
+        status=_opt_str(item.get("status")),
+        name=_opt_str(item.get("name")),
+        provider_reference=_opt_str(item.get("provider_reference")) or _opt_str(item.get("mno_reference")),
+        failure_reason=reason,
+    )
+
+
+def parse_batch(data: Any) -> Batch:
+    """A batch object (initiate/approve/status/callback body); ValueError when it is not one we can read."""
+    if not isinstance(data, dict) or not data.get("tracking_id"):
+        raise ValueError("not a batch object with a tracking_id")
+    items = data.get("transactions") or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError("transactions is not a list of objects")
+    return Batch(
+        tracking_id=str(data["tracking_id"]),
+        status_code=_opt_str(data.get("status_code")),
+        status=_opt_str(data.get("status")),
+        nonce=_opt_str(data.get("nonce")),
+        transactions=tuple(parse_transaction(i) for i in items),
+        raw=data,
+    )
+
+
+def _json_default(value: Any) -> Any:
+    """Decimals (ours, or parsed from a response we echo back) as JSON numbers: exact to 15 digits."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _parse_body(raw: bytes) -> Any:
+    text = raw.decode("utf-8", errors="replace")
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except ValueError:
+        return text
+
+
+class IntaSendClient:
+    """``PayoutProvider`` over IntaSend's HTTP API. Stateless apart from the injected session; never retries
+    (retrying a payout is the dispatcher's decision, made from the error class)."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, *, base_url: str, secret_key: str, timeout_s: float
+    ) -> None:
+        if not secret_key:
+            raise ValueError("secret_key is required")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        base = base_url.rstrip("/")
+        # The docs give the base *with* /api/v1/; accept either spelling rather than 404 every payout.
+        self._base = base.removesuffix("/api/v1")
+        self._session = session
+        self._secret = secret_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def initiate(
+        self,
+        *,
+        provider: str,
+        currency: str,
+        transactions: list[dict[str, Any]],
+        requires_approval: str = "YES",
+        callback_url: str | None = None,
+        wallet_id: str | None = None,
+    ) -> Batch:
+        body: dict[str, Any] = {
+            "provider": provider,
+            "currency": currency,
+            "requires_approval": requires_approval,
+            "wallet_id": wallet_id,
+            "transactions": transactions,
+        }
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        return await self._exchange("initiate", body, parse_batch, ProviderAmbiguous)
+
+    async def approve(self, batch: Batch) -> Batch | None:
+        """POST the initiate response back unchanged; IntaSend answers either nothing or the batch."""
+        return await self._exchange(
+            "approve", batch.raw, lambda b: None if b in (None, {}) else parse_batch(b), ProviderAmbiguous
+        )
+
+    async def status(self, tracking_id: str) -> Batch:
+        return await self._exchange("status", {"tracking_id": tracking_id}, parse_batch, ProviderUnavailable)
+
+    async def wallets(self) -> list[dict[str, Any]]:
+        """Both list shapes seen (section 9): a bare array or a DRF page. Only the first page is read."""
+
+        def parse(body: Any) -> list[dict[str, Any]]:
+            items = body.get("results") if isinstance(body, dict) else body
+            if not isinstance(items, list) or not all(isinstance(w, dict) for w in items):
+                raise ValueError("not a list of wallets")
+            return items
+
+        return await self._exchange("wallets", None, parse, ProviderUnavailable)
+
+    async def _exchange(
+        self,
+        endpoint: str,
+        payload: Any,
+        parse: Callable[[Any], T],
+        unreadable: type[ProviderError],
+    ) -> T:
+        """One request, classified, logged once with its final outcome. ``unreadable`` is the class for a
+        2xx we cannot read: ambiguous where the call may have moved money, unavailable for reads."""
+        method, path = _ROUTES[endpoint]
+        started = time.monotonic()
+        status: int | None = None
+        outcome = "interrupted"  # left as is only on cancellation or a bug (not a ProviderError)
+        try:
+            status, body, headers = await self._send(method, self._base + path, payload)
+            error = classify_http(status, body, headers, endpoint=endpoint)
+            if error is not None:
+                raise error
+            try:
+                result = parse(body)
+            except ValueError as exc:
+                message = f"IntaSend {endpoint}: unreadable 2xx body ({exc})"
+                raise unreadable(message, status=status, body=body) from exc
+            outcome = "success"
+            return result
+        except ProviderError as exc:
+            outcome = type(exc).__name__
+            if self._secret in exc.message:  # belt and braces: a server could echo the header back
+                exc.message = exc.message.replace(self._secret, "[redacted]")
+                exc.args = (exc.message,)
+            raise
+        finally:
+            log.debug(
+                "provider_request",
+                endpoint=endpoint,
+                http_status=status,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                outcome=outcome,
+            )
+
+    async def _send(self, method: str, url: str, payload: Any) -> tuple[int, Any, Mapping[str, str]]:
+        headers = {"Authorization": f"Bearer {self._secret}", "Accept": "application/json"}
+        data = None
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(payload, default=_json_default).encode()
+        try:
+            async with self._session.request(
+                method, url, data=data, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as resp:
+                return resp.status, _parse_body(await resp.read()), resp.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL) as exc:
+            # Nothing was sent: the connection (DNS, TCP, TLS, proxy) never came up, or the URL is unusable.
+            raise ProviderUnavailable(f"IntaSend unreachable: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Timeout, disconnect, reset, truncated body: the request may have been received and acted on.
+            raise ProviderAmbiguous(f"IntaSend outcome unknown: {type(exc).__name__}: {exc}") from exc

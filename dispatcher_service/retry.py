@@ -1,0 +1,105 @@
+"""The retry policy for provider requests, in one place.
+
+Short, bounded retries inside one claim use tenacity with exponential back-off and jitter, honouring
+`Retry-After`. Anything longer goes back to the outbox row's `available_at` (see dispatcher_service/batch_flow.py):
+no coroutine sleeps for minutes while holding a lease.
+
+What may be retried depends on the request, not only on the error:
+- reads (status, wallets) and initiate (requires_approval=YES: a repeated initiate can at worst leave an
+  orphan batch that payrun never approves) are retried on transient and ambiguous failures;
+- approve is never retried blindly: after any failure the batch's status is asked first (batch_flow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import tenacity
+from tenacity import AsyncRetrying, RetryCallState
+
+from dispatcher_service.provider.protocol import ProviderAmbiguous, ProviderRateLimited, ProviderUnavailable
+from shared.logging import get_logger
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+INLINE_ATTEMPTS = 4
+INLINE_MAX_WAIT_S = 8.0
+_backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=INLINE_MAX_WAIT_S, jitter=0.5)
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    exc = state.outcome.exception() if state.outcome else None
+    return getattr(exc, "retry_after", None)
+
+
+def _wait(state: RetryCallState) -> float:
+    return max(_backoff(state), _retry_after(state) or 0.0)
+
+
+def _stop_if_long_wait(state: RetryCallState) -> bool:
+    """A Retry-After longer than we keep a lease for: give the row back instead of sleeping."""
+    return (_retry_after(state) or 0.0) > INLINE_MAX_WAIT_S
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.info(
+        "provider_retry",
+        attempt=state.attempt_number,
+        error=str(exc),
+        wait_s=round(state.upcoming_sleep, 3),
+    )
+
+
+def policy(*, retry_ambiguous: bool, attempts: int = INLINE_ATTEMPTS) -> AsyncRetrying:
+    retryable: tuple[type[BaseException], ...] = (ProviderUnavailable,)
+    if retry_ambiguous:
+        retryable += (ProviderAmbiguous,)
+    return AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(retryable),
+        stop=tenacity.stop_after_attempt(attempts) | _stop_if_long_wait,
+        wait=_wait,
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+class ProviderCaller:
+    """Every provider request goes through here: the shared rate limit, then the request, then 429 handling."""
+
+    def __init__(self, limiter: object, *, on_request: Callable[[str, str, float], None] | None = None) -> None:
+        self._limiter = limiter
+        self._on_request = on_request
+
+    async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]], *, retry_ambiguous: bool) -> T:
+        async for attempt in policy(retry_ambiguous=retry_ambiguous):
+            with attempt:
+                return await self.once(endpoint, fn)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def once(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+        waited = await self._limiter.acquire()  # type: ignore[attr-defined]
+        try:
+            result = await fn()
+        except ProviderRateLimited as exc:
+            await self._limiter.rate_limited(exc.retry_after)  # type: ignore[attr-defined]
+            self._record(endpoint, "rate_limited", waited)
+            raise
+        except ProviderUnavailable:
+            self._record(endpoint, "unavailable", waited)
+            raise
+        except ProviderAmbiguous:
+            self._record(endpoint, "ambiguous", waited)
+            raise
+        except Exception:
+            self._record(endpoint, "rejected", waited)
+            raise
+        self._limiter.succeeded()  # type: ignore[attr-defined]
+        self._record(endpoint, "ok", waited)
+        return result
+
+    def _record(self, endpoint: str, outcome: str, waited: float) -> None:
+        if self._on_request is not None:
+            self._on_request(endpoint, outcome, waited)

@@ -1,0 +1,191 @@
+"""Provider batches and item outcomes: every write the dispatcher makes after a claim, each one fenced.
+
+A fenced write runs in a transaction that first re-checks the row's lease token (`outbox.hold_lease`); if the
+row was taken over by another dispatcher, nothing is written and the caller learns it lost the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from shared import outbox, sqlfiles
+
+FINAL_ITEM_STATES = ("PAID", "FAILED", "NEEDS_REVIEW")
+
+
+def _q(name: str) -> str:
+    return sqlfiles.load("batches")[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    position: int
+    name: str
+    account: str
+    amount: Decimal
+    provider: str
+    bank_code: str | None
+    narrative: str | None
+    status: str
+    request_reference_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    id: int
+    tracking_id: str
+    nonce: str | None
+    stage: str
+    initiate_response: dict[str, Any]
+    status_polls: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    item_id: int
+    status: str
+    reason: str | None = None
+    provider_reference: str | None = None
+
+
+class LeaseLost(Exception):
+    """Another dispatcher holds this outbox row now: write nothing more for it."""
+
+
+async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
+    rows = await pool.fetch(_q("batch_items"), list(item_ids))
+    return [Item(**dict(r)) for r in rows]
+
+
+async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
+    r = await pool.fetchrow(_q("batch_for_row"), outbox_id)
+    if r is None:
+        return None
+    return StoredBatch(r["id"], r["tracking_id"], r["nonce"], r["stage"], r["initiate_response"], r["status_polls"])
+
+
+async def log_attempt(
+    pool: asyncpg.Pool, row: outbox.Claimed, worker: str, action: str, outcome: str, detail: str | None = None
+) -> None:
+    await pool.execute(_q("log_attempt"), row.id, row.attempts, worker, action, outcome, (detail or "")[:2000] or None)
+
+
+class _Fenced:
+    """`async with _Fenced(pool, row) as conn:` a transaction in which we provably still hold the row."""
+
+    def __init__(self, pool: asyncpg.Pool, row: outbox.Claimed) -> None:
+        self._pool, self._row = pool, row
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._conn_cm = self._pool.acquire()
+        self._conn = await self._conn_cm.__aenter__()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        if not await outbox.hold_lease(self._conn, self._row.id, self._row.lease_token):
+            await self._tx.rollback()
+            await self._conn_cm.__aexit__(None, None, None)
+            raise LeaseLost(f"outbox row {self._row.id} is no longer ours")
+        return self._conn
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                await self._tx.commit()
+            else:
+                await self._tx.rollback()
+        finally:
+            await self._conn_cm.__aexit__(exc_type, exc, tb)
+
+
+async def persist_initiated(
+    pool: asyncpg.Pool,
+    row: outbox.Claimed,
+    *,
+    tracking_id: str,
+    nonce: str | None,
+    response: dict[str, Any],
+    refs: dict[int, str],
+) -> StoredBatch:
+    """Persist the batch and each item's request_reference_id before anyone may approve it."""
+    async with _Fenced(pool, row) as conn:
+        batch_id = await conn.fetchval(_q("insert_batch"), row.id, row.payroll_id, tracking_id, nonce, response)
+        if batch_id is None:
+            raise LeaseLost(f"outbox row {row.id} already has a batch")
+        ids = list(refs)
+        await conn.execute(_q("link_items"), batch_id, ids, [refs[i] for i in ids])
+    return StoredBatch(batch_id, tracking_id, nonce, "initiated", response, 0)
+
+
+async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stage: str) -> None:
+    async with _Fenced(pool, row) as conn:
+        await conn.execute(_q("set_stage"), batch_id, stage)
+        if stage == "approved":
+            await conn.execute(_q("mark_submitted"), batch_id)
+            await conn.execute(_q("touch_payroll"), row.payroll_id)
+
+
+async def record_poll(pool: asyncpg.Pool, batch_id: int, status: dict[str, Any], status_code: str | None) -> None:
+    await pool.execute(_q("record_poll"), batch_id, status, status_code)
+
+
+async def _close_if_last(conn: asyncpg.Connection, payroll_id: uuid.UUID) -> str | None:
+    await conn.fetchval(_q("lock_payroll"), payroll_id)
+    if await conn.fetchval(_q("payroll_open_rows"), payroll_id):
+        await conn.execute(_q("touch_payroll"), payroll_id)
+        return None
+    return await conn.fetchval(_q("close_payroll"), payroll_id)
+
+
+async def settle(
+    pool: asyncpg.Pool,
+    row: outbox.Claimed,
+    outcomes: Sequence[ItemOutcome],
+    *,
+    batch_id: int | None,
+    batch_stage: str = "finished",
+    row_status: str = "done",
+    error: str | None = None,
+) -> str | None:
+    """Record the items' final states, finish the outbox row and, if it was the payroll's last, the payroll:
+    all in one transaction. Returns the payroll's final status when this closed it."""
+    async with _Fenced(pool, row) as conn:
+        if outcomes:
+            await conn.execute(
+                _q("settle_items"),
+                [o.item_id for o in outcomes],
+                [o.status for o in outcomes],
+                [o.reason for o in outcomes],
+                [o.provider_reference for o in outcomes],
+            )
+        if batch_id is not None:
+            await conn.execute(_q("set_stage"), batch_id, batch_stage)
+        await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error)
+        return await _close_if_last(conn, row.payroll_id)
+
+
+async def settle_all(
+    pool: asyncpg.Pool,
+    row: outbox.Claimed,
+    item_ids: Sequence[int],
+    *,
+    status: str,
+    reason: str,
+    batch_id: int | None,
+    batch_stage: str,
+    row_status: str,
+    error: str | None = None,
+) -> str | None:
+    """Give every unsettled item of the row one state (a batch-level failure, or a row that died)."""
+    async with _Fenced(pool, row) as conn:
+        await conn.execute(_q("fail_unsettled"), list(item_ids), status, reason)
+        if batch_id is not None:
+            await conn.execute(_q("set_stage"), batch_id, batch_stage)
+        await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error or reason)
+        return await _close_if_last(conn, row.payroll_id)

@@ -1,0 +1,86 @@
+"""The outbox: written by the API with the payroll's change, claimed and finished by dispatchers.
+
+Design rules (never twice, never lost):
+- A row is written in the transaction that sets its payroll to PROCESSING, so a payroll is PROCESSING if and
+  only if its rows exist.
+- A claim hands a row to one dispatcher for a lease and a fresh `lease_token`. Every later write checks the
+  token (the fence): a dispatcher whose lease ran out and was taken over can no longer record anything.
+- Rows are never deleted by normal operation; `done` and `dead` rows are the audit trail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from shared import sqlfiles
+
+NOTIFY_CHANNEL = "payrun_outbox"
+
+
+def _q(name: str) -> str:
+    return sqlfiles.load("outbox")[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    payroll_id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    errors: int
+    lease_token: uuid.UUID
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> Claimed:
+        return cls(r["id"], r["payroll_id"], r["kind"], r["payload"], r["attempts"], r["errors"], r["lease_token"])
+
+
+async def enqueue_payroll(conn: asyncpg.Connection, payroll_id: uuid.UUID, batch_size: int) -> list[int]:
+    """Write the payroll's send_batch rows in the caller's transaction and wake the dispatchers at commit."""
+    rows = await conn.fetch(_q("enqueue_payroll"), payroll_id, batch_size)
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(payroll_id))
+    return [r["id"] for r in rows]
+
+
+async def claim(conn: asyncpg.Connection | asyncpg.Pool, *, worker: str, lease_s: float, limit: int) -> list[Claimed]:
+    rows = await conn.fetch(_q("claim_batch"), worker, lease_s, limit)
+    return [Claimed.from_record(r) for r in rows]
+
+
+async def extend_leases(
+    conn: asyncpg.Connection | asyncpg.Pool, *, worker: str, lease_s: float, held: dict[int, uuid.UUID]
+) -> set[int]:
+    """Extend the leases still held; returns the ids whose lease is still ours."""
+    if not held:
+        return set()
+    ids = list(held)
+    rows = await conn.fetch(_q("extend_leases"), worker, lease_s, ids, [held[i] for i in ids])
+    return {r["id"] for r in rows}
+
+
+async def hold_lease(conn: asyncpg.Connection, row_id: int, token: uuid.UUID) -> bool:
+    """Inside a transaction: lock the row if we still hold its lease (the fence)."""
+    return await conn.fetchval(_q("hold_lease"), row_id, token) is not None
+
+
+async def release(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    row_id: int,
+    token: uuid.UUID,
+    *,
+    delay_s: float,
+    error: str | None = None,
+    count_error: bool = False,
+) -> bool:
+    return await conn.fetchval(_q("release"), row_id, token, delay_s, error, count_error) is not None
+
+
+async def finish(
+    conn: asyncpg.Connection, row_id: int, token: uuid.UUID, *, status: str = "done", error: str | None = None
+) -> bool:
+    return await conn.fetchval(_q("finish"), row_id, token, status, error) is not None

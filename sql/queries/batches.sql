@@ -1,0 +1,86 @@
+-- batch_items --
+-- The items one outbox row carries, in payroll order, with what a provider request needs.
+SELECT i.id, i.position, i.name, i.account, i.amount, i.provider, i.bank_code, i.narrative, i.status,
+       i.request_reference_id
+FROM payroll_items i
+JOIN unnest($1::bigint[]) AS wanted(id) ON wanted.id = i.id
+ORDER BY i.position;
+
+-- batch_for_row --
+SELECT id, tracking_id, nonce, stage, initiate_response, status_polls, approved_at, callback_at
+FROM provider_batches WHERE outbox_id = $1;
+
+-- insert_batch --
+-- Persist the initiated batch before anything can approve it. The unique outbox_id means one live batch
+-- per row: a dispatcher that lost the race gets nothing back and abandons its own (unapproved) batch.
+INSERT INTO provider_batches (outbox_id, payroll_id, tracking_id, nonce, stage, initiate_response)
+VALUES ($1, $2, $3, $4, 'initiated', $5)
+ON CONFLICT (outbox_id) DO NOTHING
+RETURNING id;
+
+-- link_items --
+UPDATE payroll_items i
+SET provider_batch_id = $1, request_reference_id = m.ref, updated_at = now()
+FROM unnest($2::bigint[], $3::text[]) AS m(id, ref)
+WHERE i.id = m.id;
+
+-- set_stage --
+UPDATE provider_batches
+SET stage = $2,
+    approved_at = CASE WHEN $2 = 'approved' THEN coalesce(approved_at, now()) ELSE approved_at END,
+    finished_at = CASE WHEN $2 IN ('finished', 'rejected') THEN now() ELSE finished_at END
+WHERE id = $1;
+
+-- mark_submitted --
+-- The provider accepted the approved batch: its items are SUBMITTED until their outcome is known.
+UPDATE payroll_items SET status = 'SUBMITTED', updated_at = now()
+WHERE provider_batch_id = $1 AND status = 'PENDING';
+
+-- record_poll --
+UPDATE provider_batches
+SET status_polls = status_polls + 1, last_status = $2, status_code = $3, callback_at = NULL
+WHERE id = $1;
+
+-- settle_items --
+-- One set-based write for every item of a batch: their final (or provisional) states.
+UPDATE payroll_items i
+SET status = s.status, failure_reason = s.reason, provider_reference = s.ref, updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS s(id, status, reason, ref)
+WHERE i.id = s.id AND i.status NOT IN ('PAID', 'FAILED', 'NEEDS_REVIEW');
+
+-- fail_unsettled --
+-- Every item of these ids not yet in a final state gets $2 with reason $3 (dead rows, batch failures).
+UPDATE payroll_items
+SET status = $2, failure_reason = $3, updated_at = now()
+WHERE id = ANY($1::bigint[]) AND status NOT IN ('PAID', 'FAILED', 'NEEDS_REVIEW');
+
+-- lock_payroll --
+SELECT status FROM payrolls WHERE id = $1 FOR UPDATE;
+
+-- payroll_open_rows --
+SELECT count(*) FROM outbox WHERE payroll_id = $1 AND status NOT IN ('done', 'dead');
+
+-- close_payroll --
+-- The last open row of a payroll finished: its final state follows from its items' states.
+UPDATE payrolls p
+SET status = CASE
+        WHEN c.review > 0 THEN 'NEEDS_REVIEW'
+        WHEN c.paid = c.total THEN 'COMPLETED'
+        WHEN c.paid = 0 THEN 'FAILED'
+        ELSE 'PARTIALLY_FAILED' END,
+    finished_at = now(), updated_at = now()
+FROM (
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE status = 'PAID') AS paid,
+           count(*) FILTER (WHERE status = 'NEEDS_REVIEW' OR status NOT IN ('PAID', 'FAILED', 'CANCELLED')) AS review
+    FROM payroll_items WHERE payroll_id = $1
+) c
+WHERE p.id = $1 AND p.status = 'PROCESSING'
+RETURNING p.status;
+
+-- touch_payroll --
+UPDATE payrolls SET updated_at = now() WHERE id = $1;
+
+-- log_attempt --
+INSERT INTO outbox_attempts (outbox_id, attempt, dispatcher, action, outcome, detail)
+VALUES ($1, $2, $3, $4, $5, $6);

@@ -1,0 +1,78 @@
+-- enqueue_payroll --
+-- Write one `send_batch` row per batch of the payroll's items: grouped by provider (IntaSend's provider is
+-- per batch), in item order, at most $2 items a batch. Runs in the caller's transaction, the one that sets
+-- the payroll to PROCESSING, so the rows exist exactly when that change does.
+INSERT INTO outbox (payroll_id, kind, payload)
+SELECT $1, 'send_batch',
+       jsonb_build_object('provider', provider, 'currency', 'KES', 'item_ids', jsonb_agg(id ORDER BY position))
+FROM (
+    SELECT id, position, provider,
+           (row_number() OVER (PARTITION BY provider ORDER BY position) - 1) / $2 AS chunk
+    FROM payroll_items
+    WHERE payroll_id = $1
+) numbered
+GROUP BY provider, chunk
+ORDER BY min(position)
+RETURNING id;
+
+-- claim_batch --
+-- Take up to $3 rows that are due: pending rows whose back-off has passed, and in_progress rows whose lease
+-- ran out (their dispatcher died or stalled). SKIP LOCKED lets dispatchers claim side by side without
+-- waiting on each other; each partial index holds only live rows, so `done` rows cost the claim nothing.
+-- Every claim mints a new lease_token: the fence that stops the previous holder from writing again.
+WITH pending AS (
+    SELECT id FROM outbox
+    WHERE status = 'pending' AND available_at <= now()
+    ORDER BY available_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    SELECT id FROM outbox
+    WHERE status = 'in_progress' AND locked_until < now()
+    ORDER BY locked_until
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id FROM pending UNION ALL SELECT id FROM expired LIMIT $3
+)
+UPDATE outbox o
+SET status = 'in_progress',
+    locked_by = $1,
+    locked_until = now() + make_interval(secs => $2),
+    lease_token = gen_random_uuid(),
+    attempts = o.attempts + 1
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.payroll_id, o.kind, o.payload, o.attempts, o.errors, o.lease_token;
+
+-- extend_leases --
+-- Heartbeat: push the lease of every row this dispatcher still holds; rows taken over are not returned.
+UPDATE outbox o
+SET locked_until = now() + make_interval(secs => $2)
+FROM unnest($3::bigint[], $4::uuid[]) AS held(id, token)
+WHERE o.id = held.id AND o.lease_token = held.token AND o.locked_by = $1 AND o.status = 'in_progress'
+RETURNING o.id;
+
+-- hold_lease --
+-- Fence check inside a transaction: lock the row if and only if we still hold its lease.
+SELECT id FROM outbox
+WHERE id = $1 AND lease_token = $2 AND status = 'in_progress' AND locked_until > now()
+FOR UPDATE;
+
+-- release --
+-- Give the row back to the queue, due again at now() + $3 seconds (a long wait or a retry back-off).
+UPDATE outbox
+SET status = 'pending', locked_by = NULL, locked_until = NULL, lease_token = NULL,
+    available_at = now() + make_interval(secs => $3),
+    last_error = coalesce($4, last_error),
+    errors = CASE WHEN $5 THEN errors + 1 ELSE errors END
+WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
+RETURNING id;
+
+-- finish --
+-- The row is done (or dead): its last outcome is recorded in the same transaction as the item states.
+UPDATE outbox
+SET status = $3, locked_by = NULL, locked_until = NULL, lease_token = NULL,
+    processed_at = now(), last_error = coalesce($4, last_error)
+WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
+RETURNING id;

@@ -1,0 +1,84 @@
+-- insert_payroll --
+-- A new DRAFT payroll. Its item_count and total_amount were computed from the validated items; the unique
+-- constraint payrolls_employer_reference_key turns a second payroll with the same reference into a 409.
+INSERT INTO payrolls (id, employer_id, reference, currency, item_count, total_amount)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, reference, currency, status, item_count, total_amount, 0::numeric AS paid_amount,
+          created_at, updated_at;
+
+-- insert_items --
+-- Every item of a new payroll in one statement (10,000 items, one round trip): parallel arrays, unnested
+-- with their ordinality, which becomes the item's position (from 0, the order the employer sent them in).
+INSERT INTO payroll_items (payroll_id, position, name, account, amount, provider, bank_code, narrative)
+SELECT $1, item.ord - 1, item.name, item.account, item.amount, item.provider, item.bank_code, item.narrative
+FROM unnest($2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[])
+     WITH ORDINALITY AS item (name, account, amount, provider, bank_code, narrative, ord)
+RETURNING id, position, name, account, amount, provider, status, failure_reason, provider_reference;
+
+-- id_by_reference --
+-- The payroll that already holds a reference, named in the 409 a duplicate gets.
+SELECT id FROM payrolls WHERE employer_id = $1 AND reference = $2;
+
+-- get_payroll --
+-- One payroll of one employer (another employer's payroll is not found, exactly like a missing one).
+-- paid_amount sums the PAID items; a DRAFT payroll has none, so it skips the item scan.
+SELECT p.id, p.reference, p.currency, p.status, p.item_count, p.total_amount,
+       CASE WHEN p.status = 'DRAFT' THEN 0::numeric ELSE (
+           SELECT coalesce(sum(i.amount), 0) FROM payroll_items i WHERE i.payroll_id = p.id AND i.status = 'PAID'
+       ) END AS paid_amount,
+       p.created_at, p.updated_at
+FROM payrolls p
+WHERE p.id = $1 AND p.employer_id = $2;
+
+-- get_items --
+-- A payroll's items in the order the employer sent them (the (payroll_id, position) unique index).
+SELECT id, position, name, account, amount, provider, status, failure_reason, provider_reference
+FROM payroll_items
+WHERE payroll_id = $1
+ORDER BY position;
+
+-- list_payrolls --
+-- One page of an employer's payrolls, newest first, optionally of one status. Keyset pagination on
+-- (created_at, id) walks payrolls_employer_created_idx; $3/$4 are the last row of the previous page (NULL
+-- on the first). $5 is the page size plus one, so the caller can tell whether another page follows.
+SELECT p.id, p.reference, p.currency, p.status, p.item_count, p.total_amount,
+       CASE WHEN p.status = 'DRAFT' THEN 0::numeric ELSE (
+           SELECT coalesce(sum(i.amount), 0) FROM payroll_items i WHERE i.payroll_id = p.id AND i.status = 'PAID'
+       ) END AS paid_amount,
+       p.created_at, p.updated_at
+FROM payrolls p
+WHERE p.employer_id = $1
+  AND ($2::text IS NULL OR p.status = $2::text)
+  AND ($3::timestamptz IS NULL OR (p.created_at, p.id) < ($3::timestamptz, $4::uuid))
+ORDER BY p.created_at DESC, p.id DESC
+LIMIT $5;
+
+-- start_processing --
+-- DRAFT → PROCESSING, only from DRAFT. The row lock this takes makes a concurrent second call wait, then
+-- find the payroll no longer DRAFT and update nothing: only the first call writes the outbox rows.
+UPDATE payrolls
+SET status = 'PROCESSING', processing_started_at = now(), updated_at = now()
+WHERE id = $1 AND employer_id = $2 AND status = 'DRAFT'
+RETURNING id, status, updated_at;
+
+-- payroll_state --
+-- Why start_processing updated nothing: no such payroll (for this employer), already PROCESSING, or final.
+SELECT status FROM payrolls WHERE id = $1 AND employer_id = $2;
+
+-- status_summary --
+-- The polling endpoint in one query: the payroll and its item counts per status (GROUP BY over the
+-- (payroll_id, position) index), with the sum of PAID items.
+SELECT p.id, p.status, p.item_count, p.total_amount, p.updated_at,
+       coalesce(c.counts, '{}'::jsonb) AS counts,
+       coalesce(c.paid_amount, 0) AS paid_amount
+FROM payrolls p
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(per_status.status, per_status.n) AS counts, sum(per_status.paid) AS paid_amount
+    FROM (
+        SELECT status, count(*) AS n, sum(amount) FILTER (WHERE status = 'PAID') AS paid
+        FROM payroll_items
+        WHERE payroll_id = p.id
+        GROUP BY status
+    ) per_status
+) c ON true
+WHERE p.id = $1 AND p.employer_id = $2;

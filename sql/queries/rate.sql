@@ -1,0 +1,22 @@
+-- reserve_slot --
+-- GCRA with a burst of one, shared by every dispatcher: take the next free send slot (never earlier than now
+-- nor than a 429 pause) and move it on by one interval. Returns how long to wait for the slot, measured on
+-- the database's clock so that dispatchers on different machines agree.
+UPDATE provider_rate
+SET next_slot = greatest(next_slot, clock_timestamp(), paused_until) + make_interval(secs => $2)
+WHERE name = $1
+RETURNING extract(epoch FROM (next_slot - make_interval(secs => $2) - clock_timestamp()))::float8 AS wait_s,
+          pause_epoch;
+
+-- pause --
+-- A 429: nobody sends before the pause ends. Slots already handed out are re-checked against the epoch.
+UPDATE provider_rate
+SET paused_until = greatest(paused_until, clock_timestamp() + make_interval(secs => $2)),
+    next_slot = greatest(next_slot, clock_timestamp() + make_interval(secs => $2)),
+    pause_epoch = pause_epoch + 1
+WHERE name = $1
+RETURNING pause_epoch;
+
+-- pause_state --
+SELECT pause_epoch, extract(epoch FROM (paused_until - clock_timestamp()))::float8 AS paused_for_s
+FROM provider_rate WHERE name = $1;

@@ -1,0 +1,141 @@
+"""A scripted stand-in for IntaSend behind the PayoutProvider protocol, for dispatcher integration tests.
+
+It keeps a ledger like the simulator does, and lets a test inject a fault at an exact step (before or after
+the provider acted). End-to-end tests use the real `payrun sim` over HTTP instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from dispatcher_service.provider.protocol import (
+    Batch,
+    PayoutProvider,
+    ProviderAmbiguous,
+    ProviderRejected,
+    ProviderUnavailable,
+    Transaction,
+)
+
+_refs = itertools.count(1)
+
+
+@dataclass
+class _FakeBatch:
+    tracking_id: str
+    nonce: str
+    txns: list[dict[str, Any]]
+    approvals: int = 0
+    code: str = "BP101"
+    status: str = "Preview and approve"
+
+
+@dataclass
+class FakeIntaSend:
+    fail_accounts: set[str] = field(default_factory=set)
+    undetermined_accounts: set[str] = field(default_factory=set)
+    batch_failure: str | None = None  # e.g. "BF105"
+    # endpoint -> list of faults consumed one per call: "before" (503, nothing done), "after" (acted, then the
+    # answer is lost), "reject" (400), "429"
+    faults: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    batches: dict[str, _FakeBatch] = field(default_factory=dict)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    def _fault(self, endpoint: str) -> str | None:
+        queue = self.faults.get(endpoint)
+        return queue.pop(0) if queue else None
+
+    def _raise_before(self, fault: str | None) -> None:
+        if fault == "before":
+            raise ProviderUnavailable("503 Service Unavailable", status=503)
+        if fault == "429":
+            from dispatcher_service.provider.protocol import ProviderRateLimited
+
+            raise ProviderRateLimited("429", status=429, retry_after=None)
+        if fault == "reject":
+            raise ProviderRejected("transactions.0.account: Invalid account", status=400)
+
+    def _batch(self, b: _FakeBatch) -> Batch:
+        txns = tuple(
+            Transaction(
+                request_reference_id=t["request_reference_id"],
+                account=t["account"],
+                amount=Decimal(str(t["amount"])),
+                status_code=t["status_code"],
+                status=t["status"],
+                provider_reference=t.get("provider_reference"),
+                failure_reason=t.get("failure_reason"),
+            )
+            for t in b.txns
+        )
+        raw = {"tracking_id": b.tracking_id, "nonce": b.nonce, "status": b.status, "status_code": b.code,
+               "transactions": [dict(t) for t in b.txns]}
+        return Batch(b.tracking_id, b.code, b.status, b.nonce, txns, raw)
+
+    async def initiate(self, *, provider: str, currency: str, transactions: list[dict[str, Any]],
+                       requires_approval: str = "YES", callback_url: str | None = None,
+                       wallet_id: str | None = None) -> Batch:
+        self.calls.append("initiate")
+        assert requires_approval == "YES"
+        fault = self._fault("initiate")
+        self._raise_before(fault)
+        b = _FakeBatch(str(uuid.uuid4()), uuid.uuid4().hex[:6], [
+            {"request_reference_id": str(uuid.uuid4()), "account": t["account"], "amount": t["amount"],
+             "status_code": "TP101", "status": "Pending"} for t in transactions
+        ])
+        self.batches[b.tracking_id] = b
+        if fault == "after":
+            raise ProviderAmbiguous("timed out after 30 s")
+        return self._batch(b)
+
+    async def approve(self, batch: Batch) -> Batch | None:
+        self.calls.append("approve")
+        fault = self._fault("approve")
+        self._raise_before(fault)
+        b = self.batches[batch.tracking_id]
+        assert batch.raw["nonce"] == b.nonce
+        b.approvals += 1
+        if b.code in ("BP101", "BP103"):
+            b.code, b.status = "BP110", "Sending payment"
+        if fault == "after":
+            raise ProviderAmbiguous("connection reset after sending")
+        return self._batch(b)
+
+    async def status(self, tracking_id: str) -> Batch:
+        self.calls.append("status")
+        fault = self._fault("status")
+        self._raise_before(fault)
+        b = self.batches[tracking_id]
+        if b.code == "BP110":
+            self._settle(b)
+        return self._batch(b)
+
+    async def wallets(self) -> list[dict[str, Any]]:
+        self.calls.append("wallets")
+        return [{"wallet_id": "W1", "available_balance": "1000000.00"}]
+
+    def _settle(self, b: _FakeBatch) -> None:
+        if self.batch_failure:
+            b.code, b.status = self.batch_failure, "Failed Processing"
+            return
+        b.code, b.status = "BC100", "Completed"
+        for t in b.txns:
+            if t["account"] in self.fail_accounts:
+                t.update(status_code="TF106", status="Unsuccessful", failure_reason="Invalid M-Pesa account")
+            elif t["account"] in self.undetermined_accounts:
+                t.update(status_code="TF105", status="Unknown")
+            else:
+                t.update(status_code="TS100", status="Successful", provider_reference=f"REF{next(_refs):07d}")
+                self.ledger.append({"tracking_id": b.tracking_id, "account": t["account"], "amount": t["amount"]})
+
+    def paid_accounts(self) -> list[str]:
+        return sorted(p["account"] for p in self.ledger)
+
+
+_: PayoutProvider = FakeIntaSend()
