@@ -86,3 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         print(f"payrun {args.command}: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

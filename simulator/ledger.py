@@ -1,0 +1,325 @@
+"""Batches, the wallet and the ledger of what the simulator "paid".
+
+Settlement is lazy: a batch completes ``processing_s`` after approval, and :meth:`SimState.settle_due` (called
+at the start of every request) settles each due batch exactly once. Nothing can observe the state except
+through a request, so this is indistinguishable from a background worker, needs no task to cancel, and
+makes "each transaction is paid at most once" a property of one synchronous method.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from simulator.config import SimConfig
+from simulator.validation import InitiateRequest
+
+EAT = timezone(timedelta(hours=3), "EAT")  # IntaSend stamps times in Nairobi time
+CHARGE = Decimal("0.00")  # the simulator charges no fees, so balance changes equal the ledger's total_paid
+UPPER_ALNUM = string.ascii_uppercase + string.digits
+
+# Batch states (intasend.md section 4).
+PREVIEW = ("Preview and approve", "BP103")
+CONFIRMING = ("Confirming balance", "BP104")
+SENDING = ("Sending payment", "BP110")
+COMPLETED = ("Completed", "BC100")
+FAILED_PROCESSING = ("Failed Processing", "BF105")
+
+
+def money(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.01')):f}"
+
+
+def stamp(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+@dataclass
+class Item:
+    """One transaction of a batch, with the fields IntaSend's current batch object shows."""
+
+    request_reference_id: str
+    transaction_id: str
+    provider: str
+    currency: str
+    file_id: str
+    account: str
+    amount: Decimal
+    name: str | None
+    narrative: str | None
+    bank_code: str | None
+    account_type: str | None
+    account_reference: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    status: str = "Pending"
+    status_code: str = "TP101"
+    status_description: str | None = None
+    failed_reason: str | None = None
+    provider_reference: str | None = None
+    provider_account_name: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "transaction_id": self.transaction_id,
+            "status": self.status,
+            "status_code": self.status_code,
+            "status_description": self.status_description,
+            "failed_reason": self.failed_reason,
+            "request_reference_id": self.request_reference_id,
+            "provider": self.provider,
+            "bank_code": self.bank_code,
+            "name": self.name,
+            "account": self.account,
+            "account_type": self.account_type,
+            "account_reference": self.account_reference,
+            "provider_reference": self.provider_reference,
+            "provider_account_name": self.provider_account_name,
+            "amount": money(self.amount),
+            "charge": money(CHARGE),
+            "narrative": self.narrative,
+            "file_id": self.file_id,
+            "idempotency_key": self.idempotency_key,
+            "currency": self.currency,
+            "created_at": stamp(self.created_at),
+            "updated_at": stamp(self.updated_at),
+        }
+
+
+@dataclass
+class Batch:
+    tracking_id: str
+    file_id: str
+    nonce: str
+    batch_reference: str | None
+    callback_url: str | None
+    items: list[Item]
+    created_at: datetime
+    updated_at: datetime
+    approved_at: float | None = None  # clock() at approval
+    approved_wall: datetime | None = None
+    funded: bool = False  # the balance covered the batch at approval
+    settled: bool = False
+
+    @property
+    def total(self) -> Decimal:
+        return sum((i.amount for i in self.items), Decimal(0))
+
+    def state(self) -> tuple[str, str]:
+        if self.approved_at is None:
+            return PREVIEW
+        if self.settled:
+            return COMPLETED if self.funded else FAILED_PROCESSING
+        return SENDING if self.funded else CONFIRMING
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    tracking_id: str
+    request_reference_id: str
+    account: str
+    amount: Decimal
+    paid: bool
+    determined: bool
+    status_code: str
+    provider_reference: str | None
+    paid_at: datetime | None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "tracking_id": self.tracking_id,
+            "request_reference_id": self.request_reference_id,
+            "account": self.account,
+            "amount": money(self.amount),
+            "paid": self.paid,
+            "determined": self.determined,
+            "status_code": self.status_code,
+            "provider_reference": self.provider_reference,
+            "paid_at": stamp(self.paid_at) if self.paid_at else None,
+        }
+
+
+@dataclass
+class SimState:
+    """All mutable simulator state; :meth:`reset` returns it to the configured start."""
+
+    config: SimConfig
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime] = field(default=lambda: datetime.now(EAT))
+
+    def __post_init__(self) -> None:
+        self.wallet_id = "SIMWLT1"
+        self.reset()
+
+    def reset(self) -> None:
+        seed = self.config.seed
+        self.rng = random.Random(f"{seed}-state") if seed is not None else random.Random()
+        self.batches: dict[str, Batch] = {}
+        self.ledger: list[LedgerEntry] = []
+        self.balance = self.config.balance
+        self.reserved = Decimal(0)  # approved, not yet settled: counted against available_balance
+        self.wallet_updated = self.wall()
+        self._in_flight: list[Batch] = []
+
+    # ids ---------------------------------------------------------------------------------------------
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _code(self, length: int, alphabet: str = UPPER_ALNUM) -> str:
+        return "".join(self.rng.choice(alphabet) for _ in range(length))
+
+    # actions -----------------------------------------------------------------------------------------
+    def create(self, request: InitiateRequest) -> Batch:
+        now = self.wall()
+        file_id = self._code(7)
+        batch = Batch(
+            tracking_id=self._uuid(),
+            file_id=file_id,
+            nonce=self._code(6, string.ascii_lowercase + string.digits),
+            batch_reference=request.batch_reference,
+            callback_url=request.callback_url,
+            items=[
+                Item(
+                    request_reference_id=self._uuid(),
+                    transaction_id=self._code(7),
+                    provider=request.provider,
+                    currency=request.currency,
+                    file_id=file_id,
+                    account=t.account,
+                    amount=t.amount,
+                    name=t.name,
+                    narrative=t.narrative,
+                    bank_code=t.bank_code,
+                    account_type=t.account_type,
+                    account_reference=t.account_reference,
+                    idempotency_key=t.idempotency_key,
+                    created_at=now,
+                    updated_at=now,
+                )
+                for t in request.transactions
+            ],
+            created_at=now,
+            updated_at=now,
+        )
+        self.batches[batch.tracking_id] = batch
+        if not request.requires_approval:
+            self.approve(batch)
+        return batch
+
+    def approve(self, batch: Batch) -> None:
+        """Approve once; a second approval changes nothing, so nothing can be paid twice."""
+        if batch.approved_at is not None:
+            return
+        batch.approved_at = self.clock()
+        batch.approved_wall = batch.updated_at = self.wall()
+        total = batch.total
+        batch.funded = self.balance - self.reserved >= total
+        if batch.funded:
+            self.reserved += total
+        self._in_flight.append(batch)
+
+    def settle_due(self) -> None:
+        """Settle every approved batch whose processing time has passed."""
+        if not self._in_flight:
+            return
+        now = self.clock()
+        due = [b for b in self._in_flight if b.approved_at is not None and now - b.approved_at >= self.config.processing_s]
+        for batch in due:
+            self._in_flight.remove(batch)
+            self._settle(batch)
+
+    def _settle(self, batch: Batch) -> None:
+        if batch.settled:  # defensive: _in_flight holds a batch once, but paying twice must be impossible
+            return
+        batch.settled = True
+        assert batch.approved_wall is not None
+        done = batch.approved_wall + timedelta(seconds=self.config.processing_s)
+        batch.updated_at = done
+        if not batch.funded:
+            for item in batch.items:
+                item.status, item.status_code = "Unsuccessful", "TF103"
+                item.status_description = item.failed_reason = "Insufficient balance in wallet"
+                item.updated_at = done
+            return
+        self.reserved -= batch.total
+        for item in batch.items:
+            item.updated_at = done
+            reference = self._code(10)
+            if item.account in self.config.fail_accounts:
+                item.status, item.status_code = "Unsuccessful", "TF106"
+                item.status_description = item.failed_reason = "The receiver account is invalid or inactive."
+                paid, determined = False, True
+            elif item.account in self.config.undetermined_accounts:
+                item.status, item.status_code = "Unknown", "TF105"
+                item.status_description = "Status cannot be determined. Contact support."
+                paid, determined = self.rng.random() < 0.5, False
+            else:
+                item.status, item.status_code = "Successful", "TS100"
+                item.status_description = "The service request is processed successfully."
+                item.provider_reference = reference
+                item.provider_account_name = f" {item.name}" if item.name else None
+                paid, determined = True, True
+            if paid:
+                self.balance -= item.amount + CHARGE
+                self.wallet_updated = done
+            self.ledger.append(LedgerEntry(
+                tracking_id=batch.tracking_id,
+                request_reference_id=item.request_reference_id,
+                account=item.account,
+                amount=item.amount,
+                paid=paid,
+                determined=determined,
+                status_code=item.status_code,
+                provider_reference=reference if paid else None,
+                paid_at=done if paid else None,
+            ))
+
+    # views -------------------------------------------------------------------------------------------
+    def wallet_view(self) -> dict[str, Any]:
+        return {
+            "wallet_id": self.wallet_id,
+            "label": "default",
+            "can_disburse": True,
+            "currency": "KES",
+            "wallet_type": "SETTLEMENT",
+            "current_balance": money(self.balance),
+            "available_balance": money(self.balance - self.reserved),
+            "updated_at": stamp(self.wallet_updated),
+        }
+
+    def batch_view(self, batch: Batch, state: tuple[str, str] | None = None) -> dict[str, Any]:
+        status, code = state or batch.state()
+        paid = sum((i.amount for i in batch.items if i.status_code == "TS100"), Decimal(0))
+        failed = sum((i.amount for i in batch.items if i.status_code in ("TF103", "TF106")), Decimal(0))
+        charges = CHARGE * len(batch.items)
+        return {
+            "file_id": batch.file_id,
+            "tracking_id": batch.tracking_id,
+            "batch_reference": batch.batch_reference,
+            "status": status,
+            "status_code": code,
+            "nonce": batch.nonce,
+            "wallet": self.wallet_view(),
+            "transactions": [i.view() for i in batch.items],
+            "charge_estimate": money(charges),
+            "total_amount_estimate": money(batch.total + charges),
+            "total_amount": money(batch.total),
+            "actual_charges": money(CHARGE * sum(1 for i in batch.items if i.status_code == "TS100")),
+            "paid_amount": money(paid),
+            "failed_amount": money(failed),
+            "transactions_count": len(batch.items),
+            "created_at": stamp(batch.created_at),
+            "updated_at": stamp(batch.updated_at),
+        }
+
+    def ledger_view(self) -> dict[str, Any]:
+        total = sum((e.amount for e in self.ledger if e.paid), Decimal(0))
+        return {"payments": [e.view() for e in self.ledger], "total_paid": money(total)}
