@@ -8,6 +8,7 @@ import sys
 
 import aiohttp
 
+from dispatcher_service import metrics_server
 from dispatcher_service.dispatcher import Dispatcher
 from dispatcher_service.limiter import ProviderRateLimiter
 from dispatcher_service.provider.intasend import IntaSendClient
@@ -32,7 +33,10 @@ async def main(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         connector = aiohttp.TCPConnector(limit=max(10, settings.dispatcher_concurrency))
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            metrics_server.serving(pool, settings.api_host, settings.dispatcher_metrics_port),
+        ):
             provider = IntaSendClient(
                 session,
                 base_url=settings.intasend_base_url,

@@ -18,7 +18,9 @@ from typing import TypeVar
 import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 
+from dispatcher_service.limiter import ProviderRateLimiter
 from dispatcher_service.provider.protocol import ProviderAmbiguous, ProviderRateLimited, ProviderUnavailable
+from shared import metrics
 from shared.logging import get_logger
 
 T = TypeVar("T")
@@ -43,17 +45,22 @@ def _stop_if_long_wait(state: RetryCallState) -> bool:
     return (_retry_after(state) or 0.0) > INLINE_MAX_WAIT_S
 
 
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.info(
-        "provider_retry",
-        attempt=state.attempt_number,
-        error=str(exc),
-        wait_s=round(state.upcoming_sleep, 3),
-    )
+def _log_retry(endpoint: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        metrics.PROVIDER_RETRIES.labels(endpoint).inc()
+        log.info(
+            "provider_retry",
+            endpoint=endpoint,
+            attempt=state.attempt_number,
+            error=str(exc),
+            wait_s=round(state.upcoming_sleep, 3),
+        )
+
+    return before_sleep
 
 
-def policy(*, retry_ambiguous: bool, attempts: int = INLINE_ATTEMPTS) -> AsyncRetrying:
+def policy(endpoint: str, *, retry_ambiguous: bool, attempts: int = INLINE_ATTEMPTS) -> AsyncRetrying:
     retryable: tuple[type[BaseException], ...] = (ProviderUnavailable,)
     if retry_ambiguous:
         retryable += (ProviderAmbiguous,)
@@ -61,7 +68,7 @@ def policy(*, retry_ambiguous: bool, attempts: int = INLINE_ATTEMPTS) -> AsyncRe
         retry=tenacity.retry_if_exception_type(retryable),
         stop=tenacity.stop_after_attempt(attempts) | _stop_if_long_wait,
         wait=_wait,
-        before_sleep=_log_retry,
+        before_sleep=_log_retry(endpoint),
         reraise=True,
     )
 
@@ -69,22 +76,21 @@ def policy(*, retry_ambiguous: bool, attempts: int = INLINE_ATTEMPTS) -> AsyncRe
 class ProviderCaller:
     """Every provider request goes through here: the shared rate limit, then the request, then 429 handling."""
 
-    def __init__(self, limiter: object, *, on_request: Callable[[str, str, float], None] | None = None) -> None:
+    def __init__(self, limiter: ProviderRateLimiter) -> None:
         self._limiter = limiter
-        self._on_request = on_request
 
     async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]], *, retry_ambiguous: bool) -> T:
-        async for attempt in policy(retry_ambiguous=retry_ambiguous):
+        async for attempt in policy(endpoint, retry_ambiguous=retry_ambiguous):
             with attempt:
                 return await self.once(endpoint, fn)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def once(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
-        waited = await self._limiter.acquire()  # type: ignore[attr-defined]
+        waited = await self._limiter.acquire()
         try:
             result = await fn()
         except ProviderRateLimited as exc:
-            await self._limiter.rate_limited(exc.retry_after)  # type: ignore[attr-defined]
+            await self._limiter.rate_limited(exc.retry_after)
             self._record(endpoint, "rate_limited", waited)
             raise
         except ProviderUnavailable:
@@ -96,10 +102,11 @@ class ProviderCaller:
         except Exception:
             self._record(endpoint, "rejected", waited)
             raise
-        self._limiter.succeeded()  # type: ignore[attr-defined]
+        self._limiter.succeeded()
         self._record(endpoint, "ok", waited)
         return result
 
-    def _record(self, endpoint: str, outcome: str, waited: float) -> None:
-        if self._on_request is not None:
-            self._on_request(endpoint, outcome, waited)
+    @staticmethod
+    def _record(endpoint: str, outcome: str, waited: float) -> None:
+        metrics.PROVIDER_REQUESTS.labels(endpoint, outcome).inc()
+        metrics.LIMITER_WAIT.observe(waited)

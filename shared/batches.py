@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from shared import outbox, sqlfiles
+from shared import metrics, outbox, sqlfiles
 
 FINAL_ITEM_STATES = ("PAID", "FAILED", "NEEDS_REVIEW")
 
@@ -140,7 +140,11 @@ async def _close_if_last(conn: asyncpg.Connection, payroll_id: uuid.UUID) -> str
     if await conn.fetchval(_q("payroll_open_rows"), payroll_id):
         await conn.execute(_q("touch_payroll"), payroll_id)
         return None
-    return await conn.fetchval(_q("close_payroll"), payroll_id)
+    closed = await conn.fetchrow(_q("close_payroll"), payroll_id)
+    if closed is None:
+        return None
+    metrics.PAYROLL_DURATION.observe(max(0.0, closed["duration_s"] or 0.0))
+    return str(closed["status"])
 
 
 async def settle(
@@ -156,6 +160,8 @@ async def settle(
     """Record the items' final states, finish the outbox row and, if it was the payroll's last, the payroll:
     all in one transaction. Returns the payroll's final status when this closed it."""
     async with _Fenced(pool, row) as conn:
+        for o in outcomes:
+            metrics.ITEMS_FINAL.labels(o.status).inc()
         if outcomes:
             await conn.execute(
                 _q("settle_items"),
@@ -184,7 +190,8 @@ async def settle_all(
 ) -> str | None:
     """Give every unsettled item of the row one state (a batch-level failure, or a row that died)."""
     async with _Fenced(pool, row) as conn:
-        await conn.execute(_q("fail_unsettled"), list(item_ids), status, reason)
+        unsettled = await conn.fetch(_q("fail_unsettled"), list(item_ids), status, reason)
+        metrics.ITEMS_FINAL.labels(status).inc(len(unsettled))
         if batch_id is not None:
             await conn.execute(_q("set_stage"), batch_id, batch_stage)
         await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error or reason)

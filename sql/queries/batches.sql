@@ -52,7 +52,8 @@ WHERE i.id = s.id AND i.status NOT IN ('PAID', 'FAILED', 'NEEDS_REVIEW');
 -- Every item of these ids not yet in a final state gets $2 with reason $3 (dead rows, batch failures).
 UPDATE payroll_items
 SET status = $2, failure_reason = $3, updated_at = now()
-WHERE id = ANY($1::bigint[]) AND status NOT IN ('PAID', 'FAILED', 'NEEDS_REVIEW');
+WHERE id = ANY($1::bigint[]) AND status NOT IN ('PAID', 'FAILED', 'NEEDS_REVIEW')
+RETURNING id;
 
 -- lock_payroll --
 SELECT status FROM payrolls WHERE id = $1 FOR UPDATE;
@@ -76,7 +77,7 @@ FROM (
     FROM payroll_items WHERE payroll_id = $1
 ) c
 WHERE p.id = $1 AND p.status = 'PROCESSING'
-RETURNING p.status;
+RETURNING p.status, extract(epoch FROM p.finished_at - p.processing_started_at)::float8 AS duration_s;
 
 -- touch_payroll --
 UPDATE payrolls SET updated_at = now() WHERE id = $1;

@@ -1,0 +1,69 @@
+"""Prometheus metrics, one definition each, shared by the API and the dispatcher (prometheus-client).
+
+Backlog gauges are read from PostgreSQL when /metrics is scraped, so every replica reports the same truth.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+OUTBOX_ROWS = Gauge("payrun_outbox_rows", "Outbox rows by status.", ["status"])
+OUTBOX_OLDEST_PENDING = Gauge(
+    "payrun_outbox_oldest_pending_age_seconds", "Age of the oldest outbox row not yet done (0 when none)."
+)
+OUTBOX_ROWS_WITH_ERRORS = Gauge(
+    "payrun_outbox_rows_with_errors", "Live outbox rows whose last attempt failed (see outbox.last_error)."
+)
+ITEMS_NEEDING_REVIEW = Gauge("payrun_items_needing_review", "Payroll items in NEEDS_REVIEW.")
+PROVIDER_REQUESTS = Counter(
+    "payrun_provider_requests_total", "Requests to the payout provider.", ["endpoint", "outcome"]
+)
+PROVIDER_RETRIES = Counter("payrun_provider_retries_total", "Provider requests retried inline.", ["endpoint"])
+LIMITER_WAIT = Histogram(
+    "payrun_limiter_wait_seconds",
+    "Time a provider request waited for the shared rate limit.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+PAYROLL_DURATION = Histogram(
+    "payrun_payroll_duration_seconds",
+    "Time from process to a payroll's final state.",
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600),
+)
+ITEMS_FINAL = Counter("payrun_items_final_total", "Items that reached a final state.", ["status"])
+HTTP_DURATION = Histogram(
+    "payrun_http_request_duration_seconds",
+    "API request latency by route.",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+_BACKLOG = """
+SELECT
+  (SELECT count(*) FROM outbox WHERE status = 'pending') AS pending,
+  (SELECT count(*) FROM outbox WHERE status = 'in_progress') AS in_progress,
+  (SELECT count(*) FROM outbox WHERE status = 'dead') AS dead,
+  (SELECT count(*) FROM outbox WHERE status = 'done') AS done,
+  (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+     FROM outbox WHERE status IN ('pending', 'in_progress')) AS oldest,
+  (SELECT count(*) FROM outbox WHERE status IN ('pending', 'in_progress') AND errors > 0) AS with_errors,
+  (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review
+"""
+
+
+async def refresh_backlog(pool: asyncpg.Pool) -> None:
+    row = await pool.fetchrow(_BACKLOG)
+    for status in ("pending", "in_progress", "done", "dead"):
+        OUTBOX_ROWS.labels(status).set(row[status])
+    OUTBOX_OLDEST_PENDING.set(row["oldest"])
+    OUTBOX_ROWS_WITH_ERRORS.set(row["with_errors"])
+    ITEMS_NEEDING_REVIEW.set(row["review"])
+
+
+async def exposition(pool: asyncpg.Pool | None) -> tuple[bytes, str]:
+    if pool is not None:
+        try:
+            await refresh_backlog(pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass  # the process metrics are still worth serving while the database is away
+    return generate_latest(), CONTENT_TYPE_LATEST
