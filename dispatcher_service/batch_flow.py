@@ -15,6 +15,7 @@ Long waits go back to the row's `available_at`; no coroutine holds a lease acros
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from decimal import Decimal
 from typing import Any
@@ -64,9 +65,11 @@ class BatchFlow:
         settings: Settings,
         worker: str,
         row: outbox.Claimed,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.pool, self.provider, self.caller, self.settings = pool, provider, caller, settings
         self.worker, self.row = worker, row
+        self.stopping = stopping or asyncio.Event()
         self.item_ids: list[int] = [int(i) for i in row.payload["item_ids"]]
         self.log = log.bind(outbox_id=row.id, payroll_id=str(row.payroll_id), attempt=row.attempts)
 
@@ -74,12 +77,14 @@ class BatchFlow:
         try:
             stored = await batches.for_row(self.pool, self.row.id)
             if stored is None:
+                if await self._hand_back_if_stopping("initiate"):
+                    return
                 stored = await self._initiate()
                 if stored is None:
                     return
             self.log = self.log.bind(tracking_id=stored.tracking_id)
             if stored.stage == "initiated":
-                if not await self._approve(stored):
+                if await self._hand_back_if_stopping("approve") or not await self._approve(stored):
                     return
             elif stored.stage == "approving":
                 if not await self._resolve_approving(stored, approve_error=None):
@@ -193,7 +198,10 @@ class BatchFlow:
                 self.log.info("batch_poll_later", wait_s=delay, polls=polls)
                 return
             if delay:
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+            if await self._hand_back_if_stopping("status"):
+                return
             try:
                 batch = await self.caller.call(
                     "status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True
@@ -226,7 +234,15 @@ class BatchFlow:
         )
         return approved_age is not None and approved_age > FOLLOW_HORIZON_S
 
-    # -- failures --------------------------------------------------------------------------------------
+    # -- stopping and failures -------------------------------------------------------------------------
+
+    async def _hand_back_if_stopping(self, next_step: str) -> bool:
+        """The dispatcher is stopping: start no new step, give the row back to be resumed from its stage."""
+        if not self.stopping.is_set():
+            return False
+        await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=0.0)
+        self.log.info("batch_handed_back", next_step=next_step)
+        return True
 
     async def _retry_later(self, error: str) -> None:
         errors = self.row.errors + 1

@@ -59,6 +59,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._tokens: dict[int, uuid.UUID] = {}
+        self._stopping = asyncio.Event()
         self.log = log.bind(dispatcher=self.worker)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -75,6 +76,7 @@ class Dispatcher:
         try:
             await self._claim_loop(stop)
         finally:
+            self._stopping.set()
             await self._drain()
             for task in side:
                 task.cancel()
@@ -120,7 +122,7 @@ class Dispatcher:
     def _start(self, row: outbox.Claimed) -> None:
         flow = BatchFlow(
             pool=self.pool, provider=self.provider, caller=self.caller, settings=self.settings,
-            worker=self.worker, row=row,
+            worker=self.worker, row=row, stopping=self._stopping,
         )
         task = asyncio.create_task(self._run_flow(flow), name=f"outbox row {row.id} payroll {row.payroll_id}")
         self._tasks[row.id] = task

@@ -61,11 +61,12 @@ FOR UPDATE;
 
 -- release --
 -- Give the row back to the queue, due again at now() + $3 seconds (a long wait or a retry back-off).
+-- `errors` counts consecutive failures: a failure adds one, a release after progress starts again at 0.
 UPDATE outbox
 SET status = 'pending', locked_by = NULL, locked_until = NULL, lease_token = NULL,
     available_at = now() + make_interval(secs => $3),
     last_error = coalesce($4, last_error),
-    errors = CASE WHEN $5 THEN errors + 1 ELSE errors END
+    errors = CASE WHEN $5 THEN errors + 1 ELSE 0 END
 WHERE id = $1 AND lease_token = $2 AND status = 'in_progress'
 RETURNING id;
 
