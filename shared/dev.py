@@ -16,7 +16,7 @@ from pathlib import Path
 from honcho.manager import Manager
 from honcho.printer import Printer
 
-from shared import db, employers, embedded_pg, migrate
+from shared import db, embedded_pg, employers, migrate
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

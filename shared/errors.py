@@ -76,3 +76,11 @@ class Throttled(PayrunError):
     def __init__(self, retry_after_s: float) -> None:
         super().__init__()
         self.retry_after_s = retry_after_s
+
+
+class UnsupportedMediaType(PayrunError):
+    """The request body must be JSON, sent with `Content-Type: application/json`."""
+
+
+class DatabaseUnavailable(PayrunError):
+    """The database cannot be reached right now: try again shortly."""

@@ -1,0 +1,50 @@
+"""`python -m api_service` (= `payrun api`): serve the API on API_HOST:API_PORT until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvicorn
+
+from shared import db, migrate
+from shared.settings import Settings
+
+
+async def _preflight(settings: Settings) -> None:
+    """Fail with one clear line, before uvicorn starts, when the database is unreachable or not migrated."""
+    conn = await db.connect(settings.require_database_url())
+    try:
+        await migrate.ensure_current(conn)
+    finally:
+        await conn.close()
+
+
+def serve(settings: Settings) -> None:
+    from api_service.app import create_app
+
+    asyncio.run(_preflight(settings))
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        lifespan="on",
+        access_log=False,  # api_service.middleware logs one request_finished line per request
+        log_config=None,  # uvicorn logs through the standard library, which shared.logging configured
+        proxy_headers=False,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+def main() -> None:
+    from shared.cli import main as cli_main
+
+    cli_main(["api", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

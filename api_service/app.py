@@ -1,0 +1,51 @@
+"""The composition root of the API: `create_app(settings)` builds the app; its lifespan builds the pool.
+
+The lifespan refuses to start on a database whose schema is behind this code (`payrun migrate` first).
+Resources reach handlers through the lifespan state (api_service/state.py), never module globals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from api_service import errors, middleware, routes, state, throttle
+from shared import db, migrate
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+POOL_MIN, POOL_MAX = 2, 20
+
+
+def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> Starlette:
+    """The API app. With `pool`, the app uses it and leaves closing it to the caller (tests)."""
+    key_throttle = throttle.KeyThrottle(settings.api_key_rate, settings.api_key_burst)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[state.State]:
+        owned = pool is None
+        the_pool = pool or await db.create_pool(
+            settings.require_database_url(), min_size=POOL_MIN, max_size=POOL_MAX
+        )
+        try:
+            async with the_pool.acquire() as conn:
+                await migrate.ensure_current(conn)
+            log.info("api_started", host=settings.api_host, port=settings.api_port)
+            yield {"settings": settings, "pool": the_pool, "throttle": key_throttle}
+        finally:
+            if owned:
+                await the_pool.close()
+            log.info("api_stopped")
+
+    return Starlette(
+        routes=routes.ROUTES,
+        middleware=[Middleware(middleware.RequestContext)],
+        exception_handlers=errors.handlers(),
+        lifespan=lifespan,
+    )

@@ -1,0 +1,60 @@
+"""`Authorization: Bearer <api_key>`: who the employer is, then that key's throttle.
+
+Every route but the open ones (health, readiness, metrics, the OpenAPI document, webhooks) is wrapped in
+`protected`. A missing or unknown key is a 401; the key itself is never logged, only the employer's id.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api_service import state
+from shared import employers, errors
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+_SCOPE_KEY = "payrun.employer"
+_MAX_KEY_LENGTH = 512
+
+
+def _api_key(request: Request) -> str:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise errors.Unauthenticated()
+    if len(key) > _MAX_KEY_LENGTH:
+        raise errors.Unauthenticated("the API key is not valid")
+    return key
+
+
+async def authenticate(request: Request) -> employers.Employer:
+    """The employer whose key the request carries (one query), after that key's throttle lets it through."""
+    key = _api_key(request)
+    resources = state.of(request)
+    employer = await employers.by_api_key(resources["pool"], key)
+    if employer is None:
+        raise errors.Unauthenticated("the API key is not valid")
+    structlog.contextvars.bind_contextvars(employer_id=str(employer.id))
+    await resources["throttle"].check(employers.hash_key(key))
+    return employer
+
+
+def protected(endpoint: Endpoint) -> Endpoint:
+    """Wrap a route's endpoint so it runs only for an authenticated, unthrottled employer."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        request.scope[_SCOPE_KEY] = await authenticate(request)
+        return await endpoint(request)
+
+    return wrapper
+
+
+def employer(request: Request) -> employers.Employer:
+    """The employer `protected` authenticated for this request."""
+    found: employers.Employer = request.scope[_SCOPE_KEY]
+    return found

@@ -1,0 +1,48 @@
+"""Reading a JSON request body: the media type, a size cap, and a parser that no input can crash.
+
+`Content-Type` other than `application/json` → 415; larger than `MAX_BODY_BYTES` (by `Content-Length` or by
+what actually streams in) → 413; anything `json.loads` cannot read, NaN/Infinity, or nesting too deep → 400.
+Numbers with a fraction or exponent are parsed as `Decimal`, never float.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+
+from shared import errors
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+async def read_json(request: Request) -> Any:
+    """The parsed body, or a `UnsupportedMediaType` / `BodyTooLarge` / `MalformedBody` error."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise errors.UnsupportedMediaType()
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise errors.BodyTooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise errors.BodyTooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise errors.MalformedBody("the body is empty: send a JSON object")
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_constant=_no_constants)
+    except RecursionError:
+        raise errors.MalformedBody("the body is not readable JSON: it is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, over-long integers
+        raise errors.MalformedBody(f"the body is not readable JSON: {exc}") from None

@@ -1,0 +1,97 @@
+"""Payroll endpoints: parse and validate, call one repository function, render. No business rule lives here."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api_service import auth, body, idempotency, render, schemas, state
+from shared import errors, payrolls
+
+
+def _payroll_id(request: Request) -> uuid.UUID:
+    """The `{payroll_id}` path segment; a malformed one is a payroll that does not exist (404)."""
+    try:
+        return uuid.UUID(request.path_params["payroll_id"])
+    except ValueError:
+        raise errors.PayrollNotFound() from None
+
+
+async def create_payroll(request: Request) -> Response:
+    employer, key = auth.employer(request), idempotency.key_of(request)
+    data = schemas.validate(schemas.CreatePayrollIn, await body.read_json(request))
+    command = data.to_command()
+    request_hash = idempotency.fingerprint(
+        "POST", "/payrolls", idempotency.canonical(data.model_dump(mode="json"))
+    )
+
+    async def work(conn: asyncpg.Connection) -> idempotency.Reply:
+        payroll, items = await payrolls.create(conn, employer.id, command)
+        headers = {"Location": render.payroll_path(payroll.id)}
+        return idempotency.Reply(201, render.payroll_detail(payroll, items), headers)
+
+    return await idempotency.run(state.of(request)["pool"], employer.id, key, request_hash, work)
+
+
+async def _process(request: Request, payroll_id: uuid.UUID, request_hash: bytes, key: str | None) -> Response:
+    employer, resources = auth.employer(request), state.of(request)
+    batch_size = resources["settings"].intasend_batch_size
+
+    async def work(conn: asyncpg.Connection) -> idempotency.Reply:
+        await payrolls.start_processing(conn, employer.id, payroll_id, batch_size=batch_size)
+        headers = {"Location": render.status_path(payroll_id)}
+        return idempotency.Reply(202, render.processing_accepted(payroll_id), headers)
+
+    return await idempotency.run(resources["pool"], employer.id, key, request_hash, work)
+
+
+async def process_payroll(request: Request) -> Response:
+    """`POST /payrolls/{id}/process`: its body, if any, is not read."""
+    key = idempotency.key_of(request)
+    payroll_id = _payroll_id(request)
+    request_hash = idempotency.fingerprint(
+        "POST", f"/payrolls/{payroll_id}/process"
+    )  # the id's canonical form
+    return await _process(request, payroll_id, request_hash, key)
+
+
+async def process_payroll_seed(request: Request) -> Response:
+    """`POST /payroll/process` with `{"payroll_id": ...}`: the seed UI's route, exactly as process_payroll."""
+    key = idempotency.key_of(request)
+    data = schemas.validate(schemas.ProcessPayrollIn, await body.read_json(request))
+    request_hash = idempotency.fingerprint("POST", "/payroll/process", str(data.payroll_id))
+    return await _process(request, data.payroll_id, request_hash, key)
+
+
+async def get_payroll(request: Request) -> Response:
+    employer, payroll_id = auth.employer(request), _payroll_id(request)
+    async with state.of(request)["pool"].acquire() as conn:
+        payroll, items = await payrolls.get_with_items(conn, employer.id, payroll_id)
+    return JSONResponse(render.payroll_detail(payroll, items))
+
+
+async def list_payrolls(request: Request) -> Response:
+    employer = auth.employer(request)
+    query = schemas.validate(schemas.ListPayrollsQuery, dict(request.query_params))
+    after = render.decode_cursor(query.cursor) if query.cursor else None
+    status = payrolls.PayrollStatus(query.status) if query.status else None
+    found = await payrolls.list_page(
+        state.of(request)["pool"], employer.id, status=status, limit=query.limit, after=after
+    )
+    return JSONResponse(render.page(found))
+
+
+async def payroll_status(request: Request) -> Response:
+    """The polling endpoint: ETag / If-None-Match → 304, and Retry-After while PROCESSING."""
+    employer, payroll_id = auth.employer(request), _payroll_id(request)
+    summary = await payrolls.status_summary(state.of(request)["pool"], employer.id, payroll_id)
+    etag = render.status_etag(summary)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if summary.status == payrolls.PayrollStatus.PROCESSING:
+        headers["Retry-After"] = "2"
+    if render.etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(render.status(summary), headers=headers)

@@ -1,0 +1,234 @@
+"""The OpenAPI 3.1 document of `GET /openapi.json`, its schemas generated from the models in schemas.py.
+
+Every route of routes.py is described here; a test checks that none is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from api_service import body, idempotency, schemas
+
+_REF = "#/components/schemas/{model}"
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(model="ProblemOut")}}}
+
+_MODELS: list[tuple[type[schemas.BaseModel], Any]] = [
+    (schemas.CreatePayrollIn, "validation"),
+    (schemas.ProcessPayrollIn, "validation"),
+    (schemas.PayrollOut, "serialization"),
+    (schemas.PayrollDetailOut, "serialization"),
+    (schemas.PayrollPageOut, "serialization"),
+    (schemas.PayrollStatusOut, "serialization"),
+    (schemas.ProcessAcceptedOut, "serialization"),
+    (schemas.HealthOut, "serialization"),
+    (schemas.ProblemOut, "serialization"),
+]
+
+_PROBLEMS = {
+    400: "The body is not readable JSON (malformed, NaN/Infinity, nested too deeply).",
+    401: "No valid `Authorization: Bearer <api_key>` (with `WWW-Authenticate: Bearer`).",
+    404: "No such payroll for this employer (another employer's payroll, or a malformed id, alike).",
+    405: "Wrong method for this path (with `Allow`).",
+    409: "Conflict (see the operation).",
+    413: f"The body is larger than {body.MAX_BODY_BYTES} bytes.",
+    415: "`Content-Type` is not `application/json`.",
+    422: "Validation failed: `errors` lists every problem (at most 100) as `{field, message}`.",
+    429: "Over this API key's throttle (`API_KEY_RATE`/`API_KEY_BURST`); `Retry-After` says when to retry.",
+    503: "The database cannot be reached or its schema is not current.",
+}
+
+_HEADER = {"schema": {"type": "string"}}
+
+
+def _json(model: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}
+
+
+def _problems(*statuses: int, conflict: str | None = None) -> dict[str, Any]:
+    return {
+        str(s): {"description": conflict if (s == 409 and conflict) else _PROBLEMS[s], "content": _PROBLEM}
+        for s in statuses
+    }
+
+
+_PAYROLL_ID = {
+    "name": "payroll_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+_IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": "1–255 characters. A retry with the same key and request returns the first response (with "
+    f"`{idempotency.REPLAYED_HEADER}: true`); the same key with a different request gets 422.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+}
+_AUTHED = (401, 429, 503)
+_PROCESS_RESPONSES = {
+    "202": {
+        "description": "PROCESSING (now, or already): the outbox rows were written with the status change.",
+        "headers": {"Location": {"description": "The status_url.", **_HEADER}},
+        "content": _json("ProcessAcceptedOut"),
+    },
+    **_problems(404, 409, 422, *_AUTHED, conflict="The payroll is in a final state."),
+}
+_STATUS_GET = {
+    "summary": "Poll a payroll's progress",
+    "parameters": [
+        _PAYROLL_ID,
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+    ],
+    "responses": {
+        "200": {
+            "description": "Status and item counts.",
+            "headers": {
+                "ETag": _HEADER,
+                "Cache-Control": _HEADER,
+                "Retry-After": {
+                    "description": "Seconds until the next poll; sent while PROCESSING.",
+                    **_HEADER,
+                },
+            },
+            "content": _json("PayrollStatusOut"),
+        },
+        "304": {"description": "Unchanged since the ETag in `If-None-Match`."},
+        **_problems(404, *_AUTHED),
+    },
+}
+_OPEN: dict[str, Any] = {"security": []}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {
+        "get": {
+            **_OPEN,
+            "summary": "Liveness",
+            "responses": {"200": {"description": "Up.", "content": _json("HealthOut")}},
+        }
+    },
+    "/readyz": {
+        "get": {
+            **_OPEN,
+            "summary": "Readiness: the database is reachable and its schema current",
+            "responses": {"200": {"description": "Ready.", "content": _json("HealthOut")}, **_problems(503)},
+        }
+    },
+    "/openapi.json": {
+        "get": {**_OPEN, "summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1."}}}
+    },
+    "/metrics": {
+        "get": {
+            **_OPEN,
+            "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "Text exposition format.", "content": {"text/plain": {}}}},
+        }
+    },
+    "/payrolls": {
+        "post": {
+            "summary": "Create a DRAFT payroll",
+            "description": "Unknown fields are rejected (422). A failed validation writes nothing.",
+            "parameters": [_IDEMPOTENCY_KEY],
+            "requestBody": {"required": True, "content": _json("CreatePayrollIn")},
+            "responses": {
+                "201": {
+                    "description": "Created.",
+                    "headers": {"Location": {"description": "/payrolls/{id}", **_HEADER}},
+                    "content": _json("PayrollDetailOut"),
+                },
+                **_problems(
+                    400,
+                    409,
+                    413,
+                    415,
+                    422,
+                    *_AUTHED,
+                    conflict="The reference is taken: `payroll_id` names the existing payroll.",
+                ),
+            },
+        },
+        "get": {
+            "summary": "List payrolls, newest first",
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": schemas.ListPayrollsQuery.model_json_schema()["properties"]["status"],
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "`next_cursor` of the previous page.",
+                },
+            ],  # fmt: skip
+            "responses": {
+                "200": {"description": "One page.", "content": _json("PayrollPageOut")},
+                **_problems(422, *_AUTHED),
+            },
+        },
+    },
+    "/payrolls/{payroll_id}": {
+        "get": {
+            "summary": "A payroll with its items",
+            "parameters": [_PAYROLL_ID],
+            "responses": {
+                "200": {"description": "The payroll.", "content": _json("PayrollDetailOut")},
+                **_problems(404, *_AUTHED),
+            },
+        }
+    },
+    "/payrolls/{payroll_id}/process": {
+        "post": {
+            "summary": "Start paying a payroll",
+            "description": "Sets it PROCESSING and writes its outbox rows in one transaction; the body is ignored.",
+            "parameters": [_PAYROLL_ID, _IDEMPOTENCY_KEY],
+            "responses": _PROCESS_RESPONSES,
+        }
+    },
+    "/payrolls/{payroll_id}/status": {"get": _STATUS_GET},
+    "/payroll/process": {
+        "post": {
+            "summary": "Start paying a payroll (the seed UI's form)",
+            "parameters": [_IDEMPOTENCY_KEY],
+            "requestBody": {"required": True, "content": _json("ProcessPayrollIn")},
+            "responses": {**_PROCESS_RESPONSES, **_problems(400, 413, 415)},
+        }
+    },
+    "/payroll/status/{payroll_id}": {
+        "get": {**_STATUS_GET, "summary": "Poll a payroll (the seed UI's form)"}
+    },
+}
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    _, top = models_json_schema(_MODELS, ref_template=_REF)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "payrun",
+            "version": "1.0.0",
+            "description": "Payroll payouts through IntaSend. Errors are RFC 9457 problem details.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": top["$defs"],
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An employer's API key."}
+            },
+        },
+    }

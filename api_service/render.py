@@ -1,0 +1,120 @@
+"""Repository rows → the JSON the API answers (shapes described by the *Out models in schemas.py).
+
+Amounts are decimal strings with two places ("15000.00"), times ISO 8601 with their UTC offset, ids strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from shared import errors, payrolls
+
+
+def money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+def payroll_path(payroll_id: uuid.UUID) -> str:
+    return f"/payrolls/{payroll_id}"
+
+
+def status_path(payroll_id: uuid.UUID) -> str:
+    return f"/payrolls/{payroll_id}/status"
+
+
+def payroll(p: payrolls.Payroll) -> dict[str, Any]:
+    return {
+        "id": str(p.id),
+        "reference": p.reference,
+        "currency": p.currency,
+        "status": str(p.status),
+        "item_count": p.item_count,
+        "total_amount": money(p.total_amount),
+        "paid_amount": money(p.paid_amount),
+        "created_at": p.created_at.isoformat(),
+        "updated_at": p.updated_at.isoformat(),
+    }
+
+
+def item(i: payrolls.Item) -> dict[str, Any]:
+    return {
+        "id": str(i.id),
+        "name": i.name,
+        "account": i.account,
+        "amount": money(i.amount),
+        "provider": str(i.provider),
+        "status": str(i.status),
+        "failure_reason": i.failure_reason,
+        "provider_reference": i.provider_reference,
+    }
+
+
+def payroll_detail(p: payrolls.Payroll, items: list[payrolls.Item]) -> dict[str, Any]:
+    return {**payroll(p), "items": [item(i) for i in items]}
+
+
+def page(found: payrolls.Page) -> dict[str, Any]:
+    cursor = encode_cursor(*found.next_after) if found.next_after else None
+    return {"items": [payroll(p) for p in found.payrolls], "next_cursor": cursor}
+
+
+def status(s: payrolls.StatusSummary) -> dict[str, Any]:
+    return {
+        "id": str(s.id),
+        "status": str(s.status),
+        "item_count": s.item_count,
+        "counts": {str(k): v for k, v in s.counts.items()},
+        "total_amount": money(s.total_amount),
+        "paid_amount": money(s.paid_amount),
+        "updated_at": s.updated_at.isoformat(),
+    }
+
+
+def status_etag(s: payrolls.StatusSummary) -> str:
+    """A strong validator: changes whenever anything the status body shows changes."""
+    seed = f"{s.status}|{s.updated_at.isoformat()}|{sorted(s.counts.items())}|{s.paid_amount}"
+    return '"' + hashlib.sha256(seed.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of `If-None-Match` (a list, or `*`) with our ETag."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == ours for tag in if_none_match.split(","))
+
+
+def processing_accepted(payroll_id: uuid.UUID) -> dict[str, Any]:
+    return {"id": str(payroll_id), "status": "PROCESSING", "status_url": status_path(payroll_id)}
+
+
+def encode_cursor(created_at: datetime, payroll_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(payroll_id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a cursor stands for, or a 422 naming `cursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decoded = json.loads(raw)
+        if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
+            raise ValueError("not a cursor")
+        at = datetime.fromisoformat(decoded[0])
+        if at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return at, uuid.UUID(decoded[1])
+    except (ValueError, binascii.Error, RecursionError):
+        raise errors.InvalidRequest(
+            "the cursor is not one this API gave out",
+            [{"field": "cursor", "message": "is not a valid cursor"}],
+        ) from None

@@ -1,0 +1,67 @@
+"""The route table, and nothing else: which path and method runs which endpoint, and which need a key."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api_service.auth import protected
+from api_service.handlers import ops, payrolls
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(**endpoints: Endpoint) -> Endpoint:
+    """One path, several methods: so a wrong method gets a 405 whose `Allow` lists them all."""
+    if "GET" in endpoints:
+        endpoints.setdefault("HEAD", endpoints["GET"])
+
+    async def endpoint(request: Request) -> Response:
+        return await endpoints[request.method](request)
+
+    return endpoint
+
+
+ROUTES = [
+    # Open: no API key.
+    Route("/healthz", ops.healthz, methods=["GET"], name="healthz"),
+    Route("/readyz", ops.readyz, methods=["GET"], name="readyz"),
+    Route("/openapi.json", ops.openapi_json, methods=["GET"], name="openapi"),
+    Route("/metrics", ops.metrics_text, methods=["GET"], name="metrics"),
+    # An employer's API key.
+    Route(
+        "/payrolls",
+        protected(by_method(GET=payrolls.list_payrolls, POST=payrolls.create_payroll)),
+        methods=["GET", "POST"],
+        name="payrolls",
+    ),
+    Route("/payrolls/{payroll_id}", protected(payrolls.get_payroll), methods=["GET"], name="get_payroll"),
+    Route(
+        "/payrolls/{payroll_id}/process",
+        protected(payrolls.process_payroll),
+        methods=["POST"],
+        name="process_payroll",
+    ),
+    Route(
+        "/payrolls/{payroll_id}/status",
+        protected(payrolls.payroll_status),
+        methods=["GET"],
+        name="payroll_status",
+    ),
+    # The seed's routes, kept for the existing payroll UI (CONTRACT.md 3.4).
+    Route(
+        "/payroll/process",
+        protected(payrolls.process_payroll_seed),
+        methods=["POST"],
+        name="process_payroll_seed",
+    ),
+    Route(
+        "/payroll/status/{payroll_id}",
+        protected(payrolls.payroll_status),
+        methods=["GET"],
+        name="payroll_status_seed",
+    ),
+]

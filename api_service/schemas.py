@@ -1,0 +1,373 @@
+"""The API's request and response shapes, as pydantic models: they validate requests and feed /openapi.json.
+
+Requests are validated in strict mode (no silent coercion: `"name": 5` is an error, not `"5"`) and unknown
+fields are rejected (`extra="forbid"`), everywhere. A failed validation becomes one `InvalidRequest` listing
+every problem as `{"field": "items[3].account", "message": ...}`. Responses are rendered by
+`api_service/render.py`; their models here describe them (a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
+
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from shared import errors, payrolls
+
+MAX_ITEMS = 10_000
+MAX_ERRORS = 100
+CENT = Decimal("0.01")
+# numeric(14, 2): the largest amount (and payroll total) the database holds.
+MAX_AMOUNT = Decimal("999999999999.99")
+MPESA_MIN, MPESA_MAX = Decimal("10"), Decimal("150000")
+
+# re.ASCII: \d is 0-9 only (not every script's digits), \s is ASCII whitespace.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # control characters, and lone surrogates (not UTF-8)
+_PHONE_CHARS = re.compile(r"\+?[\d\s-]+", re.ASCII)
+_DIGITS = re.compile(r"\d+", re.ASCII)
+_SEPARATORS = re.compile(r"[\s-]", re.ASCII)
+_KENYAN_MOBILE = re.compile(r"(?:\+?254|0)([17]\d{8})", re.ASCII)
+
+
+def _error(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _plain_text(value: str) -> str:
+    if _CONTROL.search(value):
+        raise _error("text_control", "must not contain control characters")
+    return value
+
+
+def _amount(value: object) -> Decimal:
+    """A JSON number or a decimal string; more than 0, finite, at most two decimal places."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | float | str):
+        raise _error("amount_type", 'must be a number or a decimal string such as "15000.00"')
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DECIMAL_TEXT.fullmatch(text):
+            raise _error("amount_text", 'must be a number or a decimal string such as "15000.00"')
+        value = text
+    amount = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not amount.is_finite():
+        raise _error("amount_finite", "must be a finite number")
+    if amount <= 0:
+        raise _error("amount_positive", "must be more than 0")
+    if amount > MAX_AMOUNT:
+        raise _error("amount_large", f"must be at most {MAX_AMOUNT}")
+    if amount != amount.quantize(CENT):
+        raise _error("amount_places", "must have at most two decimal places")
+    return amount.quantize(CENT)
+
+
+def normalise_msisdn(raw: str) -> str:
+    """A Kenyan mobile number in any usual form → `2547XXXXXXXX` / `2541XXXXXXXX`, or a validation error."""
+    text = raw.strip()
+    if not _PHONE_CHARS.fullmatch(text) or len(text) > 32:
+        raise _error("msisdn", "must be a Kenyan mobile number such as 0712345678 or 254712345678")
+    usual = _KENYAN_MOBILE.fullmatch(_SEPARATORS.sub("", text))
+    if usual:  # the usual forms: skip phonenumbers.parse, the slow part of validating 10,000 items
+        number = phonenumbers.PhoneNumber(country_code=254, national_number=int(usual.group(1)))
+    else:
+        try:
+            number = phonenumbers.parse(text, "KE")
+        except phonenumbers.NumberParseException:
+            raise _error(
+                "msisdn", "must be a Kenyan mobile number such as 0712345678 or 254712345678"
+            ) from None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
+    if not (phonenumbers.is_valid_number(number) and len(e164) == 12 and e164[:4] in ("2547", "2541")):
+        raise _error("msisdn", "must be a valid Kenyan mobile number (07… or 01…, 2547… or 2541…)")
+    return e164
+
+
+def _uuid(value: object) -> uuid.UUID:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise _error("uuid", "must be a payroll id (a UUID)")
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$"},
+            ],
+            "description": "More than 0, at most two decimal places; MPESA-B2C: 10 to 150000.",
+            "examples": ["15000.00", 42000],
+        }
+    ),
+]
+PayrollId = Annotated[uuid.UUID, BeforeValidator(_uuid), WithJsonSchema({"type": "string", "format": "uuid"})]
+
+_REQUEST = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+
+class PayrollItemIn(BaseModel):
+    """One payee. Fields are validated in this order, so `account`, `amount` and `bank_code` see `provider`."""
+
+    model_config = _REQUEST
+
+    provider: Literal["MPESA-B2C", "PESALINK", "INTASEND"] = "MPESA-B2C"
+    name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_plain_text)]
+    account: str = Field(
+        min_length=1,
+        max_length=64,
+        description="MPESA-B2C: a Kenyan mobile number in any usual form, stored as 2547XXXXXXXX/2541XXXXXXXX. "
+        "PESALINK: the bank account number (digits). INTASEND: the IntaSend account.",
+    )
+    amount: Amount
+    bank_code: Annotated[
+        str | None, BeforeValidator(lambda v: str(v) if type(v) is int and v >= 0 else v)
+    ] = Field(
+        None,
+        validate_default=True,
+        description="PESALINK only, and required there: the bank's code (digits).",
+    )
+    narrative: Annotated[str, Field(max_length=22), AfterValidator(_plain_text)] | None = None
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str, info: ValidationInfo) -> str:
+        provider = info.data.get("provider")
+        if provider == "MPESA-B2C":
+            return normalise_msisdn(value)
+        if provider == "PESALINK" and not _DIGITS.fullmatch(value):
+            raise _error("bank_account", "must be a bank account number (digits only)")
+        return _plain_text(value)
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_for_provider(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        if info.data.get("provider") == "MPESA-B2C" and not MPESA_MIN <= value <= MPESA_MAX:
+            raise _error("mpesa_amount", "must be from 10 to 150000 KES for MPESA-B2C")
+        return value
+
+    @field_validator("bank_code")
+    @classmethod
+    def _bank_code(cls, value: str | None, info: ValidationInfo) -> str | None:
+        provider = info.data.get("provider")
+        if provider == "PESALINK":
+            if value is None or value == "":
+                raise _error("bank_code_missing", "is required for PESALINK items")
+            if not _DIGITS.fullmatch(value) or len(value) > 10:
+                raise _error("bank_code", "must be the bank's code (up to 10 digits)")
+        elif value not in (None, "") and provider is not None:
+            raise _error("bank_code_unused", "applies only to PESALINK items")
+        return value or None
+
+    @field_validator("narrative")
+    @classmethod
+    def _narrative(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class CreatePayrollIn(BaseModel):
+    """`POST /payrolls`. Unknown fields are rejected (422)."""
+
+    model_config = _REQUEST
+
+    reference: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_plain_text)] = Field(
+        description="Unique per employer."
+    )
+    currency: Literal["KES"]
+    items: list[PayrollItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any) -> Any:
+        # Before validating 10,001 items one by one.
+        if isinstance(value, list) and len(value) > MAX_ITEMS:
+            raise _error("too_many_items", f"must have at most {MAX_ITEMS} items, not {len(value)}")
+        return value
+
+    @field_validator("items")
+    @classmethod
+    def _total_fits(cls, value: list[PayrollItemIn]) -> list[PayrollItemIn]:
+        if sum(item.amount for item in value) > MAX_AMOUNT:
+            raise _error("total_large", f"the items' amounts must add up to at most {MAX_AMOUNT}")
+        return value
+
+    def to_command(self) -> payrolls.NewPayroll:
+        return payrolls.NewPayroll(
+            self.reference,
+            self.currency,
+            tuple(
+                payrolls.NewItem(
+                    i.name, i.account, i.amount, payrolls.Provider(i.provider), i.bank_code, i.narrative
+                )
+                for i in self.items
+            ),
+        )
+
+
+class ProcessPayrollIn(BaseModel):
+    """`POST /payroll/process`, the seed UI's form of `POST /payrolls/{id}/process`."""
+
+    model_config = _REQUEST
+
+    payroll_id: PayrollId
+
+
+class ListPayrollsQuery(BaseModel):
+    """`GET /payrolls` query parameters (strings from the URL, so not strict; other parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: (
+        Literal["DRAFT", "PROCESSING", "COMPLETED", "PARTIALLY_FAILED", "FAILED", "NEEDS_REVIEW"] | None
+    ) = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(
+        None, min_length=1, max_length=512, description="`next_cursor` of the last page."
+    )
+
+
+# ---- responses (rendered by api_service/render.py) -------------------------------------------------------
+
+Money = Annotated[str, Field(pattern=r"^\d+\.\d{2}$", examples=["15000.00"])]
+PayrollStatusName = Literal["DRAFT", "PROCESSING", "COMPLETED", "PARTIALLY_FAILED", "FAILED", "NEEDS_REVIEW"]
+ItemStatusName = Literal["PENDING", "SUBMITTED", "PAID", "FAILED", "NEEDS_REVIEW", "CANCELLED"]
+
+
+class PayrollItemOut(BaseModel):
+    id: str
+    name: str
+    account: str
+    amount: Money
+    provider: Literal["MPESA-B2C", "PESALINK", "INTASEND"]
+    status: ItemStatusName
+    failure_reason: str | None
+    provider_reference: str | None
+
+
+class PayrollOut(BaseModel):
+    id: uuid.UUID
+    reference: str
+    currency: Literal["KES"]
+    status: PayrollStatusName
+    item_count: int
+    total_amount: Money
+    paid_amount: Money = Field(description="The sum of the PAID items.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class PayrollDetailOut(PayrollOut):
+    items: list[PayrollItemOut] = Field(description="In the order they were sent.")
+
+
+class PayrollPageOut(BaseModel):
+    items: list[PayrollOut] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class ItemCountsOut(BaseModel):
+    PENDING: int
+    SUBMITTED: int
+    PAID: int
+    FAILED: int
+    NEEDS_REVIEW: int
+    CANCELLED: int
+
+
+class PayrollStatusOut(BaseModel):
+    id: uuid.UUID
+    status: PayrollStatusName
+    item_count: int
+    counts: ItemCountsOut
+    total_amount: Money
+    paid_amount: Money
+    updated_at: datetime
+
+
+class ProcessAcceptedOut(BaseModel):
+    id: uuid.UUID
+    status: Literal["PROCESSING"]
+    status_url: str = Field(examples=["/payrolls/0b8f7c4e-7d2a-4c1e-9a37-1f0e6f3b9c11/status"])
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class FieldErrorOut(BaseModel):
+    field: str = Field(
+        examples=["items[3].account"], description='Path into the body ("" is the body itself).'
+    )
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details (`application/problem+json`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldErrorOut] | None = Field(None, description="On validation failures (422).")
+    payroll_id: uuid.UUID | None = Field(
+        None, description="On 409 duplicate reference: the existing payroll."
+    )
+
+
+# ---- turning input into validated values -----------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+_MESSAGES = {"missing": "is required", "extra_forbidden": "is not a known field"}
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """('items', 3, 'account') → 'items[3].account'."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def invalid(errors_found: list[dict[str, str]]) -> errors.InvalidRequest:
+    shown = errors_found[:MAX_ERRORS]
+    detail = f"the request has {len(errors_found)} invalid field(s)"
+    if len(errors_found) > len(shown):
+        detail += f"; the first {len(shown)} are listed"
+    return errors.InvalidRequest(detail, shown)
+
+
+def validate(model: type[M], data: Any) -> M:
+    """`model` from parsed JSON, or `InvalidRequest` listing every problem."""
+    if not isinstance(data, dict):
+        raise invalid([{"field": "", "message": "the body must be a JSON object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        found = [
+            {"field": field_path(e["loc"]), "message": _MESSAGES.get(e["type"], e["msg"])}
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise invalid(found) from None

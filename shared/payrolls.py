@@ -1,0 +1,252 @@
+"""Payrolls and their items: every payroll query, behind typed functions (SQL in sql/queries/payrolls.sql).
+
+Design rules:
+- Every read and write is scoped to one employer: another employer's payroll is `PayrollNotFound`, exactly
+  like a payroll that does not exist.
+- Functions run in the caller's connection and transaction (the API also stores the Idempotency-Key response
+  in it); `create` and `start_processing` must be called inside one.
+- A payroll is PROCESSING if and only if its outbox rows exist: `start_processing` changes the status and
+  writes the rows in the same transaction, and only from DRAFT.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from shared import db, errors, outbox, sqlfiles
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+class PayrollStatus(enum.StrEnum):
+    DRAFT = "DRAFT"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    PARTIALLY_FAILED = "PARTIALLY_FAILED"
+    FAILED = "FAILED"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+
+
+FINAL_STATUSES = frozenset(
+    {
+        PayrollStatus.COMPLETED,
+        PayrollStatus.PARTIALLY_FAILED,
+        PayrollStatus.FAILED,
+        PayrollStatus.NEEDS_REVIEW,
+    }
+)
+
+
+class ItemStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    SUBMITTED = "SUBMITTED"
+    PAID = "PAID"
+    FAILED = "FAILED"
+    NEEDS_REVIEW = "NEEDS_REVIEW"
+    CANCELLED = "CANCELLED"
+
+
+class Provider(enum.StrEnum):
+    MPESA_B2C = "MPESA-B2C"
+    PESALINK = "PESALINK"
+    INTASEND = "INTASEND"
+
+
+def _q(name: str) -> str:
+    return sqlfiles.load("payrolls")[name]
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    name: str
+    account: str
+    amount: Decimal
+    provider: Provider
+    bank_code: str | None = None
+    narrative: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayroll:
+    reference: str
+    currency: str
+    items: tuple[NewItem, ...]
+
+    @property
+    def total_amount(self) -> Decimal:
+        return sum((item.amount for item in self.items), Decimal("0.00"))
+
+
+@dataclass(frozen=True, slots=True)
+class Payroll:
+    id: uuid.UUID
+    reference: str
+    currency: str
+    status: PayrollStatus
+    item_count: int
+    total_amount: Decimal
+    paid_amount: Decimal
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> Payroll:
+        return cls(
+            r["id"], r["reference"], r["currency"], PayrollStatus(r["status"]), r["item_count"],
+            r["total_amount"], r["paid_amount"], r["created_at"], r["updated_at"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    position: int
+    name: str
+    account: str
+    amount: Decimal
+    provider: Provider
+    status: ItemStatus
+    failure_reason: str | None
+    provider_reference: str | None
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> Item:
+        return cls(
+            r["id"], r["position"], r["name"], r["account"], r["amount"], Provider(r["provider"]),
+            ItemStatus(r["status"]), r["failure_reason"], r["provider_reference"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    id: uuid.UUID
+    status: PayrollStatus
+    item_count: int
+    counts: dict[ItemStatus, int]
+    total_amount: Decimal
+    paid_amount: Decimal
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    payrolls: list[Payroll]
+    # (created_at, id) of the last payroll when another page follows, else None.
+    next_after: tuple[datetime, uuid.UUID] | None
+
+
+async def create(
+    conn: asyncpg.Connection, employer_id: uuid.UUID, new: NewPayroll
+) -> tuple[Payroll, list[Item]]:
+    """Insert a DRAFT payroll and all its items (one statement for the items) in the caller's transaction.
+
+    A reference the employer already used raises `DuplicateReference` naming the existing payroll's id.
+    """
+    assert conn.is_in_transaction(), "payrolls.create must run inside the caller's transaction"
+    payroll_id = uuid.uuid4()
+    try:
+        # A savepoint: the unique violation aborts only it, so the existing id can still be read below.
+        async with conn.transaction(), db.translate_errors():
+            row = await conn.fetchrow(
+                _q("insert_payroll"), payroll_id, employer_id, new.reference, new.currency, len(new.items),
+                new.total_amount,
+            )  # fmt: skip
+    except errors.DuplicateReference:
+        existing = await conn.fetchval(_q("id_by_reference"), employer_id, new.reference)
+        raise errors.DuplicateReference(
+            f"a payroll with reference {new.reference!r} already exists: {existing}",
+            payroll_id=str(existing),
+        ) from None
+    items = new.items
+    rows = await conn.fetch(
+        _q("insert_items"),
+        payroll_id,
+        [i.name for i in items],
+        [i.account for i in items],
+        [i.amount for i in items],
+        [str(i.provider) for i in items],
+        [i.bank_code for i in items],
+        [i.narrative for i in items],
+    )
+    created = sorted((Item.from_record(r) for r in rows), key=lambda item: item.position)
+    return Payroll.from_record(row), created
+
+
+async def get(conn: Executor, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> Payroll:
+    row = await conn.fetchrow(_q("get_payroll"), payroll_id, employer_id)
+    if row is None:
+        raise errors.PayrollNotFound()
+    return Payroll.from_record(row)
+
+
+async def get_with_items(
+    conn: asyncpg.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID
+) -> tuple[Payroll, list[Item]]:
+    """The payroll and its items ordered by position, read from one snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        payroll = await get(conn, employer_id, payroll_id)
+        rows = await conn.fetch(_q("get_items"), payroll_id)
+    return payroll, [Item.from_record(r) for r in rows]
+
+
+async def list_page(
+    conn: Executor,
+    employer_id: uuid.UUID,
+    *,
+    status: PayrollStatus | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> Page:
+    """One page of the employer's payrolls, newest first, after the (created_at, id) of the previous page."""
+    after_at, after_id = after if after else (None, None)
+    rows = await conn.fetch(
+        _q("list_payrolls"), employer_id, str(status) if status else None, after_at, after_id, limit + 1
+    )
+    payrolls = [Payroll.from_record(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(payrolls, (payrolls[-1].created_at, payrolls[-1].id) if more else None)
+
+
+async def start_processing(
+    conn: asyncpg.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID, *, batch_size: int
+) -> bool:
+    """DRAFT → PROCESSING with its outbox rows, in the caller's transaction.
+
+    Returns True when this call started the payroll, False when it was already PROCESSING (nothing written).
+    Raises `PayrollNotFound`, or `PayrollFinal` for a payroll in a final state.
+    """
+    assert conn.is_in_transaction(), "the status change and the outbox rows must commit together"
+    if await conn.fetchrow(_q("start_processing"), payroll_id, employer_id) is not None:
+        await outbox.enqueue_payroll(conn, payroll_id, batch_size)
+        return True
+    status = await conn.fetchval(_q("payroll_state"), payroll_id, employer_id)
+    if status is None:
+        raise errors.PayrollNotFound()
+    if status == PayrollStatus.PROCESSING:
+        return False
+    if status in FINAL_STATUSES:
+        raise errors.PayrollFinal(
+            f"the payroll is already {status}: it cannot be processed again", payroll_status=str(status)
+        )
+    # Still DRAFT although the guarded UPDATE matched nothing: impossible under the row lock.
+    raise errors.PayrunError(f"payroll {payroll_id} is {status} but could not be started")
+
+
+async def status_summary(conn: Executor, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> StatusSummary:
+    """The polling view: status, item counts per status (zeros included) and amounts, in one query."""
+    row = await conn.fetchrow(_q("status_summary"), payroll_id, employer_id)
+    if row is None:
+        raise errors.PayrollNotFound()
+    found: dict[str, Any] = row["counts"]
+    counts = {status: int(found.get(status, 0)) for status in ItemStatus}
+    return StatusSummary(
+        row["id"], PayrollStatus(row["status"]), row["item_count"], counts, row["total_amount"],
+        row["paid_amount"], row["updated_at"],
+    )  # fmt: skip

@@ -1,0 +1,83 @@
+"""API keys (401 with WWW-Authenticate), open routes, and the per-key throttle (429 with Retry-After)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.integration import api_support as api
+
+PROTECTED = [
+    ("POST", "/payrolls"),
+    ("GET", "/payrolls"),
+    ("GET", f"/payrolls/{uuid.uuid4()}"),
+    ("POST", f"/payrolls/{uuid.uuid4()}/process"),
+    ("GET", f"/payrolls/{uuid.uuid4()}/status"),
+    ("POST", "/payroll/process"),
+    ("GET", f"/payroll/status/{uuid.uuid4()}"),
+]
+
+
+@pytest.fixture
+async def client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+    async with api.client(api.settings(database_url, api_key_rate=1.0, api_key_burst=3), pool) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer pr_live_nope", "Bearer " + "x" * 600],
+)
+async def test_a_missing_or_unknown_key_is_401_everywhere(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    for method, path in PROTECTED:
+        r = await client.request(method, path, headers=headers, json={})
+        assert r.status_code == 401, (method, path)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["status"] == 401
+    assert await api.count(pool, "payrolls") == 0
+
+
+async def test_the_scheme_is_case_insensitive(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    key = (await api.employer(pool))["api_key"]
+    r = await client.get("/payrolls", headers={"Authorization": f"bearer {key}"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/metrics"])
+async def test_operations_routes_need_no_key(client: httpx.AsyncClient, path: str) -> None:
+    r = await client.get(path)
+    assert r.status_code == 200
+
+
+async def test_over_the_throttle_is_429_with_retry_after(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    key = (await api.employer(pool))["api_key"]
+    other = (await api.employer(pool, "Other"))["api_key"]
+    statuses = [(await client.get("/payrolls", headers=api.auth(key))).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    r = await client.get("/payrolls", headers=api.auth(key))
+    assert r.status_code == 429
+    assert r.headers["content-type"] == "application/problem+json"
+    assert int(r.headers["retry-after"]) >= 1
+    # Another key has its own bucket; unauthenticated requests are not throttled, they are 401.
+    assert (await client.get("/payrolls", headers=api.auth(other))).status_code == 200
+    assert (await client.get("/payrolls", headers=api.auth("pr_live_unknown"))).status_code == 401
+    assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_throttled_post_writes_nothing(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    key = (await api.employer(pool))["api_key"]
+    for _ in range(3):
+        await client.get("/payrolls", headers=api.auth(key))
+    r = await client.post("/payrolls", json=api.payroll_body(), headers=api.auth(key))
+    assert r.status_code == 429
+    assert await api.count(pool, "payrolls") == 0

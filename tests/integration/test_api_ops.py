@@ -1,0 +1,150 @@
+"""Operations: health, readiness, the OpenAPI document, 404/405 problems, the lifespan, request ids and logs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+import structlog
+
+from api_service import routes
+from api_service.app import create_app
+from shared import migrate
+from tests import dbutil
+from tests.integration import api_support as api
+
+
+@pytest.fixture
+async def client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+    async with api.client(api.settings(database_url), pool) as c:
+        yield c
+
+
+async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    r = await client.get("/readyz")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+async def test_readyz_is_503_when_the_schema_falls_behind(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    await pool.execute("DELETE FROM schema_migrations WHERE version = $1", migrate.latest_version())
+    r = await client.get("/readyz")
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "payrun migrate" in r.json()["detail"]
+    assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_readyz_is_503_when_the_database_is_gone(database_url: str) -> None:
+    from shared import db
+
+    own = await db.create_pool(database_url, min_size=1, max_size=2)
+    async with api.client(api.settings(database_url), own) as c:
+        await own.close()
+        r = await c.get("/readyz")
+        assert r.status_code == 503
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["retry-after"]
+
+
+async def test_the_app_refuses_to_start_on_an_unmigrated_database(pg_admin_dsn: str) -> None:
+    name = f"payrun_empty_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(pg_admin_dsn)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    try:
+        app = create_app(api.settings(dbutil.with_database(pg_admin_dsn, name)))
+        with pytest.raises(api.LifespanFailed, match="payrun migrate"):
+            async with api.running(app):
+                pass
+    finally:
+        await dbutil.drop(pg_admin_dsn, name)
+
+
+async def test_the_app_builds_and_closes_its_own_pool(database_url: str) -> None:
+    async with api.client(api.settings(database_url)) as c:
+        assert (await c.get("/readyz")).status_code == 200
+
+
+async def test_openapi_describes_every_route_and_method(client: httpx.AsyncClient) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["openapi"].startswith("3.1")
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "An employer's API key."
+    }  # fmt: skip
+    routed = {(route.path, m.lower()) for route in routes.ROUTES for m in route.methods or () if m != "HEAD"}
+    documented = {(path, m) for path, ops in doc["paths"].items() for m in ops}
+    assert routed == documented
+    create = doc["paths"]["/payrolls"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/CreatePayrollIn")
+    item = doc["components"]["schemas"]["PayrollItemIn"]
+    assert item["additionalProperties"] is False
+    assert {"name", "account", "amount"} <= set(item["required"])
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert op["responses"], (path, method)
+            if path.startswith("/payroll"):
+                assert "security" not in op and "401" in op["responses"], (path, method)
+            else:
+                assert op["security"] == [], (path, method)
+
+
+async def test_unknown_routes_are_404_and_wrong_methods_405_as_problems(client: httpx.AsyncClient) -> None:
+    r = await client.get("/nowhere")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["status"] == 404
+    r = await client.delete("/payrolls")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
+    r = await client.get(f"/payrolls/{uuid.uuid4()}/process")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
+
+
+async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert r.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(r.headers["x-request-id"]) == 32
+    r = await client.get("/nowhere")
+    assert r.headers["x-request-id"]
+
+
+async def test_one_request_finished_line_with_the_employer_and_no_secrets(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    employer = await api.employer(pool)
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        r = await client.post(
+            "/payrolls",
+            json=api.payroll_body(),
+            headers={**api.auth(employer["api_key"]), "X-Request-ID": "req-1"},
+        )
+    assert r.status_code == 201
+    finished = [e for e in logs if e["event"] == "request_finished"]
+    assert len(finished) == 1
+    line = finished[0]
+    assert line["method"] == "POST" and line["path"] == "/payrolls" and line["status"] == 201
+    assert line["employer_id"] == employer["id"]
+    assert line["request_id"] == "req-1"
+    assert isinstance(line["duration_ms"], float)
+    assert employer["api_key"] not in repr(logs)
+    assert "254712000000" not in repr(logs)
+
+
+async def test_metrics_count_requests(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    text = (await client.get("/metrics")).text
+    assert 'payrun_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}' in text
+    assert "payrun_outbox_rows" in text

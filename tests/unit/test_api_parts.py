@@ -1,0 +1,98 @@
+"""Small parts of the API without a database: the error table, cursors, ETags, the throttle, the SQL blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from api_service import errors as http_errors
+from api_service import render, throttle
+from shared import errors, payrolls, sqlfiles
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (errors.InvalidRequest(), 422), (errors.MalformedBody(), 400), (errors.BodyTooLarge(), 413),
+        (errors.UnsupportedMediaType(), 415), (errors.Unauthenticated(), 401), (errors.PayrollNotFound(), 404),
+        (errors.NotFound(), 404), (errors.DuplicateReference(), 409), (errors.PayrollFinal(), 409),
+        (errors.IdempotencyKeyReused(), 422), (errors.IdempotencyKeyInFlight(), 409), (errors.Throttled(0.2), 429),
+        (errors.SchemaNotCurrent(), 503), (errors.DatabaseUnavailable(), 503), (errors.ConfigError(), 500),
+    ],
+)  # fmt: skip
+def test_every_error_has_its_status(exc: errors.PayrunError, status: int) -> None:
+    response = http_errors.render(exc)
+    assert response.status_code == status
+    assert response.media_type == "application/problem+json"
+
+
+def test_a_subclass_inherits_its_parents_status() -> None:
+    class NoSuchItem(errors.NotFound):
+        """No such item."""
+
+    assert http_errors.render(NoSuchItem()).status_code == 404
+
+
+def test_throttled_says_when_to_retry_in_whole_seconds() -> None:
+    assert http_errors.render(errors.Throttled(0.01)).headers["retry-after"] == "1"
+    assert http_errors.render(errors.Throttled(2.5)).headers["retry-after"] == "3"
+
+
+def test_cursors_round_trip() -> None:
+    at, payroll_id = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC), uuid.uuid4()
+    assert render.decode_cursor(render.encode_cursor(at, payroll_id)) == (at, payroll_id)
+
+
+@pytest.mark.parametrize(
+    "cursor", ["", "!!", "bnVsbA", "WzEsMl0", "WyJ4IiwieSJd", "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwieCJd"]
+)
+def test_bad_cursors_are_422_naming_cursor(cursor: str) -> None:
+    with pytest.raises(errors.InvalidRequest) as caught:
+        render.decode_cursor(cursor)
+    assert caught.value.errors[0]["field"] == "cursor"
+
+
+def test_etag_matching() -> None:
+    assert render.etag_matches('"a"', '"a"')
+    assert render.etag_matches('W/"a"', '"a"')
+    assert render.etag_matches('"b", "a"', '"a"')
+    assert render.etag_matches("*", '"a"')
+    assert not render.etag_matches('"b"', '"a"')
+    assert not render.etag_matches(None, '"a"')
+
+
+async def test_the_throttle_allows_a_burst_then_refuses_with_a_wait() -> None:
+    limits = throttle.KeyThrottle(rate=2.0, burst=3)
+    for _ in range(3):
+        await limits.check(b"k")
+    with pytest.raises(errors.Throttled) as caught:
+        await limits.check(b"k")
+    assert caught.value.retry_after_s == pytest.approx(0.5, abs=0.05)
+    await limits.check(b"other")
+    await asyncio.sleep(0.55)
+    await limits.check(b"k")
+
+
+async def test_the_throttle_forgets_the_least_recently_used_keys() -> None:
+    limits = throttle.KeyThrottle(rate=1.0, burst=1, max_keys=2)
+    await limits.check(b"a")
+    await limits.check(b"b")
+    await limits.check(b"c")  # "a" is forgotten: a fresh bucket
+    await limits.check(b"a")
+    with pytest.raises(errors.Throttled):
+        await limits.check(b"a")
+
+
+def test_the_named_queries_exist() -> None:
+    assert set(sqlfiles.load("payrolls")) == {
+        "insert_payroll", "insert_items", "id_by_reference", "get_payroll", "get_items", "list_payrolls",
+        "start_processing", "payroll_state", "status_summary",
+    }  # fmt: skip
+    assert set(sqlfiles.load("idempotency_keys")) == {"claim_key", "stored_response", "store_response"}
+
+
+def test_statuses_mirror_the_schema() -> None:
+    assert len(payrolls.PayrollStatus) == 6 and len(payrolls.ItemStatus) == 6
