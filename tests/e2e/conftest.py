@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests import dbutil
 from tests.e2e.stack import ROOT, Client, Stack, sim_json, wait_http
 
 
@@ -23,13 +25,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 async def make_stack(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    pg_admin_dsn: str, pg_template: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Any]]:
-    """Start the real processes: make_stack(dispatchers=2, SIM_ERROR_RATE_AFTER="0.2") -> (stack, client)."""
+    """Start the real processes on a fresh database: make_stack(dispatchers=2, SIM_ERROR_RATE_AFTER="0.2")
+    -> (stack, client)."""
     started: list[tuple[Stack, aiohttp.ClientSession]] = []
+    databases: list[str] = []
 
     async def make(dispatchers: int = 1, **env: str) -> tuple[Stack, Client]:
-        stack = Stack(database_url, tmp_path, **env)
+        name = await dbutil.create_from_template(pg_admin_dsn, pg_template)
+        databases.append(name)
+        log_dir = tmp_path / f"stack{len(started)}"
+        log_dir.mkdir()
+        stack = Stack(dbutil.with_database(pg_admin_dsn, name), log_dir, **env)
         session = aiohttp.ClientSession()
         started.append((stack, session))
         stack.start("sim", "sim")
@@ -38,7 +46,8 @@ async def make_stack(
         await wait_http(f"{stack.api}/healthz")
         for _ in range(dispatchers):
             stack.start("dispatcher")
-        created = subprocess.run(
+        created = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "shared.cli", "employer", "create", "--name", "E2E Ltd"],
             cwd=ROOT, env=stack.env, capture_output=True, text=True, check=True,
         )
@@ -48,9 +57,11 @@ async def make_stack(
     failed = getattr(getattr(request.node, "rep_call", None), "failed", False)
     for stack, session in started:
         await session.close()
-        stack.stop_all()
+        await asyncio.to_thread(stack.stop_all)
         if failed:
             print(stack.logs())
+    for name in databases:
+        await dbutil.drop(pg_admin_dsn, name)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -60,12 +71,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{report.when}", report)
 
 
-async def assert_ledger_agrees(database_url: str, stack: Stack) -> dict[str, int]:
+async def assert_ledger_agrees(stack: Stack) -> dict[str, int]:
     """Item by item, payrun's states and the simulator's ledger agree; nobody was paid twice."""
     ledger = (await sim_json(stack, "/sim/ledger"))["payments"]
     paid_refs = Counter(p["request_reference_id"] for p in ledger if p["paid"])
     assert all(n == 1 for n in paid_refs.values()), f"paid twice: {[r for r, n in paid_refs.items() if n > 1]}"
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(stack.database_url)
     try:
         items = await conn.fetch("SELECT id, status, request_reference_id, amount, account FROM payroll_items")
     finally:
