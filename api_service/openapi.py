@@ -127,6 +127,37 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": {"description": "Text exposition format.", "content": {"text/plain": {}}}},
         }
     },
+    "/webhooks/intasend": {
+        "post": {
+            **_OPEN,
+            "summary": "IntaSend callback (send-money batch status changed)",
+            "description": (
+                "Authenticated by the `challenge` field, which must equal INTASEND_WEBHOOK_CHALLENGE (401 "
+                "otherwise, and always while it is unset). Idempotent; it sets no state: it makes the "
+                "dispatcher ask IntaSend for the batch's status sooner."
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["challenge", "tracking_id"],
+                            "properties": {
+                                "challenge": {"type": "string"},
+                                "tracking_id": {"type": "string"},
+                                "status_code": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": "Received."},
+                **_problems(400, 401, 415, 422),
+            },
+        }
+    },
     "/payrolls": {
         "post": {
             "summary": "Create a DRAFT payroll",

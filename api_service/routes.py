@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api_service.auth import protected
-from api_service.handlers import ops, payrolls
+from api_service.handlers import ops, payrolls, webhooks
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -31,6 +31,8 @@ ROUTES = [
     Route("/readyz", ops.readyz, methods=["GET"], name="readyz"),
     Route("/openapi.json", ops.openapi_json, methods=["GET"], name="openapi"),
     Route("/metrics", ops.metrics_text, methods=["GET"], name="metrics"),
+    # IntaSend's callbacks: authenticated by the configured challenge, not by an API key.
+    Route("/webhooks/intasend", webhooks.intasend, methods=["POST"], name="intasend_webhook"),
     # An employer's API key.
     Route(
         "/payrolls",

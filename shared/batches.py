@@ -196,3 +196,12 @@ async def settle_all(
             await conn.execute(_q("set_stage"), batch_id, batch_stage)
         await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error or reason)
         return await _close_if_last(conn, row.payroll_id)
+
+
+async def note_callback(pool: asyncpg.Pool, tracking_id: str, status_code: str, body: dict[str, Any]) -> dict[str, int]:
+    """Record a provider callback and wake the batch's row; returns deliveries, known and woken counts."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_q("note_callback"), tracking_id, status_code, body)
+        if row["woken"]:
+            await conn.execute("SELECT pg_notify($1, $2)", outbox.NOTIFY_CHANNEL, tracking_id)
+    return {"deliveries": row["deliveries"], "known": row["known"], "woken": row["woken"]}

@@ -85,3 +85,25 @@ UPDATE payrolls SET updated_at = now() WHERE id = $1;
 -- log_attempt --
 INSERT INTO outbox_attempts (outbox_id, attempt, dispatcher, action, outcome, detail)
 VALUES ($1, $2, $3, $4, $5, $6);
+
+-- note_callback --
+-- A callback for a batch we know: keep it, and make the batch's outbox row due now so that a dispatcher
+-- asks IntaSend for the status (the source of truth) instead of waiting for its next scheduled poll.
+WITH kept AS (
+    INSERT INTO provider_callbacks (tracking_id, status_code, body)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (tracking_id, status_code)
+    DO UPDATE SET deliveries = provider_callbacks.deliveries + 1
+    RETURNING deliveries
+), batch AS (
+    UPDATE provider_batches SET callback_at = now()
+    WHERE tracking_id = $1 AND stage IN ('approving', 'approved')
+    RETURNING outbox_id
+), due AS (
+    UPDATE outbox SET available_at = least(available_at, now())
+    WHERE id IN (SELECT outbox_id FROM batch) AND status = 'pending'
+    RETURNING id
+)
+SELECT (SELECT deliveries FROM kept) AS deliveries,
+       (SELECT count(*) FROM batch) AS known,
+       (SELECT count(*) FROM due) AS woken;
