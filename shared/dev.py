@@ -38,6 +38,7 @@ def _say(text: str) -> None:
 
 def run_dev(settings: Settings) -> None:
     env = dict(os.environ)
+    env.setdefault("LOG_FORMAT", "console")  # for people; services default to JSON lines
     server = None
     dsn = settings.database_url
     if not dsn:
@@ -72,7 +73,9 @@ def run_dev(settings: Settings) -> None:
         f"  curl -s -X POST {url}/payrolls -H 'Authorization: Bearer {employer['api_key']}' \\",
         "    -H 'Content-Type: application/json' \\",
         """    -d '{"reference":"DEMO-1","currency":"KES","items":[{"name":"Jane Doe","account":"0712345678","amount":"1500.00"}]}'""",
-        f"  then POST {url}/payrolls/<id>/process and GET {url}/payrolls/<id>/status",
+        f"  curl -s -X POST {url}/payrolls/<id>/process -H 'Authorization: Bearer {employer['api_key']}'",
+        f"  curl -s {url}/payrolls/<id>/status -H 'Authorization: Bearer {employer['api_key']}'",
+        f"  or open {url}/ in a browser and log in with the key.",
     ]
     if use_sim:
         banner += [
