@@ -18,5 +18,7 @@ WHERE name = $1
 RETURNING pause_epoch;
 
 -- pause_state --
-SELECT pause_epoch, extract(epoch FROM (paused_until - clock_timestamp()))::float8 AS paused_for_s
+-- (greatest() keeps '-infinity' out of the subtraction, which PostgreSQL 15 refuses.)
+SELECT pause_epoch,
+       extract(epoch FROM (greatest(paused_until, clock_timestamp()) - clock_timestamp()))::float8 AS paused_for_s
 FROM provider_rate WHERE name = $1;
