@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api_service import dashboard
 from api_service.auth import protected
 from api_service.handlers import ops, payrolls, webhooks
 
@@ -31,6 +32,11 @@ ROUTES = [
     Route("/readyz", ops.readyz, methods=["GET"], name="readyz"),
     Route("/openapi.json", ops.openapi_json, methods=["GET"], name="openapi"),
     Route("/metrics", ops.metrics_text, methods=["GET"], name="metrics"),
+    # The dashboard (an HTML page, not part of the JSON API): the page asks for a key and sends it itself.
+    Route("/", dashboard.page, methods=["GET"], name="dashboard", include_in_schema=False),
+    Route(
+        "/dashboard/{name}", dashboard.asset, methods=["GET"], name="dashboard_asset", include_in_schema=False
+    ),
     # IntaSend's callbacks: authenticated by the configured challenge, not by an API key.
     Route("/webhooks/intasend", webhooks.intasend, methods=["POST"], name="intasend_webhook"),
     # An employer's API key.

@@ -1,0 +1,369 @@
+// payrun dashboard: log in with an employer's API key, list payrolls, run them, watch them progress.
+// Plain browser JavaScript, no build step. Data from the API only ever reaches the page as text
+// (textContent / Text nodes), never as HTML.
+"use strict";
+
+(() => {
+  const STORAGE_KEY = "payrun.apiKey";
+  const PAGE_SIZE = 50;
+  const POLL_MS = 1500; // when the API sends no Retry-After
+  const MIN_POLL_MS = 1000;
+  const MAX_POLL_MS = 30000;
+  const ERROR_POLL_MS = 5000;
+  const LABELS = {
+    DRAFT: "Draft", PROCESSING: "Processing", COMPLETED: "Completed", PARTIALLY_FAILED: "Partially failed",
+    FAILED: "Failed", NEEDS_REVIEW: "Needs review",
+    PENDING: "Pending", SUBMITTED: "Submitted", PAID: "Paid", CANCELLED: "Cancelled",
+  };
+  const DONE = ["PAID", "FAILED", "NEEDS_REVIEW"]; // an item in one of these states counts as progress
+
+  const $ = (id) => document.getElementById(id);
+  const rows = new Map(); // payroll id -> row state
+  let nextCursor = null;
+  let generation = 0; // bumped on log-out and reload, so that late answers of stale requests are dropped
+
+  class ApiError extends Error {
+    constructor(status, problem, response) {
+      super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+      this.status = status;
+      this.problem = problem || {};
+      this.response = response || null;
+    }
+  }
+
+  // ---- small helpers --------------------------------------------------------------------------------
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props || {})) {
+      if (name === "text") node.textContent = value;
+      else if (name === "class") node.className = value;
+      else if (name === "dataset") Object.assign(node.dataset, value);
+      else if (name.startsWith("aria-")) node.setAttribute(name, value);
+      else node[name] = value;
+    }
+    node.append(...children); // strings become Text nodes
+    return node;
+  }
+
+  const label = (status) => LABELS[status] || String(status);
+  const money = (currency, amount) => `${currency} ${amount}`;
+
+  function when(iso) {
+    const at = new Date(iso);
+    return Number.isNaN(at.getTime()) ? String(iso) : at.toLocaleString();
+  }
+
+  function newIdempotencyKey() {
+    if (window.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  // Retry-After: delay-seconds or an HTTP date; null when absent or unreadable.
+  function retryAfterMs(response) {
+    const value = response && response.headers.get("Retry-After");
+    if (!value) return null;
+    let ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+    if (Number.isNaN(ms)) return null;
+    return Math.min(MAX_POLL_MS, Math.max(MIN_POLL_MS, ms));
+  }
+
+  // ---- the API --------------------------------------------------------------------------------------
+
+  async function api(path, { method = "GET", headers = {}, etag = null } = {}) {
+    const all = { Accept: "application/json", Authorization: `Bearer ${sessionStorage.getItem(STORAGE_KEY)}` };
+    if (etag) all["If-None-Match"] = etag;
+    let response;
+    try {
+      response = await fetch(path, {
+        method, headers: { ...all, ...headers }, cache: "no-store", credentials: "omit",
+      });
+    } catch (err) {
+      throw new ApiError(0, { title: "Network error", detail: "the API could not be reached" });
+    }
+    if (response.status === 304) return { response, body: null };
+    const text = await response.text();
+    let body = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch (err) {
+      body = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, body, response);
+    return { response, body };
+  }
+
+  // ---- errors ---------------------------------------------------------------------------------------
+
+  function describe(err) {
+    if (!(err instanceof ApiError)) return String((err && err.message) || err);
+    const p = err.problem;
+    let text = p.title || `HTTP ${err.status}`;
+    if (err.status) text += ` (${err.status})`;
+    if (p.detail && p.detail !== p.title) text += `: ${p.detail}`;
+    return text;
+  }
+
+  function showError(err, context) {
+    const box = $("error");
+    box.replaceChildren();
+    if (context) box.append(el("strong", { text: `${context}: ` }));
+    box.append(describe(err));
+    const details = err instanceof ApiError && Array.isArray(err.problem.errors) ? err.problem.errors : [];
+    if (details.length) {
+      box.append(el("ul", {}, ...details.map((e) => el("li", { text: `${e.field}: ${e.message}` }))));
+    }
+    box.hidden = false;
+  }
+
+  function clearError() {
+    $("error").hidden = true;
+    $("error").replaceChildren();
+  }
+
+  // ---- screens --------------------------------------------------------------------------------------
+
+  function stopAll() {
+    generation += 1;
+    for (const row of rows.values()) clearTimeout(row.timer);
+    rows.clear();
+    $("payroll-rows").replaceChildren();
+  }
+
+  function showLogin() {
+    stopAll();
+    sessionStorage.removeItem(STORAGE_KEY);
+    $("payrolls").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("api-key").value = "";
+    $("api-key").focus();
+  }
+
+  function unauthorized(err) {
+    showLogin();
+    showError(err, "The API key was not accepted");
+  }
+
+  function handle(err, context) {
+    if (err instanceof ApiError && err.status === 401) unauthorized(err);
+    else showError(err, context);
+  }
+
+  async function logIn(key) {
+    sessionStorage.setItem(STORAGE_KEY, key);
+    $("login-button").disabled = true;
+    try {
+      await loadPayrolls(true);
+      clearError();
+      $("login").hidden = true;
+      $("payrolls").hidden = false;
+      $("logout").hidden = false;
+    } catch (err) {
+      $("login").hidden = false;
+      handle(err, "Could not load payrolls");
+    } finally {
+      $("login-button").disabled = false;
+    }
+  }
+
+  // ---- the payroll list -----------------------------------------------------------------------------
+
+  async function loadPayrolls(reset) {
+    const open = reset ? new Set([...rows.values()].filter((r) => r.open).map((r) => r.id)) : new Set();
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (!reset && nextCursor) query.set("cursor", nextCursor);
+    const gen = reset ? generation + 1 : generation;
+    const { body } = await api(`/payrolls?${query}`);
+    if (reset) stopAll();
+    if (gen !== generation) return; // logged out, or reloaded, meanwhile
+    for (const payroll of body.items) {
+      if (!rows.has(payroll.id)) addRow(payroll, open.has(payroll.id));
+    }
+    nextCursor = body.next_cursor;
+    $("more").hidden = !nextCursor;
+    $("empty").hidden = rows.size > 0;
+    $("payroll-table").hidden = rows.size === 0;
+  }
+
+  function addRow(payroll, open) {
+    const els = {
+      toggle: el("button", { type: "button", class: "link toggle", text: payroll.reference, "aria-expanded": "false" }),
+      status: el("span", { class: "status" }),
+      paid: el("td", { class: "num paid" }),
+      progress: el("progress", { max: Math.max(1, payroll.item_count), value: 0 }),
+      progressText: el("span", { class: "progress-text" }),
+      run: el("button", { type: "button", class: "run", text: "Run" }),
+      detail: el("td", { colSpan: 8, class: "detail-cell" }),
+    };
+    els.progress.setAttribute("aria-label", `Progress of ${payroll.reference}`);
+    els.tr = el("tr", { class: "payroll", dataset: { payrollId: payroll.id } },
+      el("td", { class: "reference" }, els.toggle),
+      el("td", {}, els.status),
+      el("td", { class: "num", text: String(payroll.item_count) }),
+      el("td", { class: "num", text: money(payroll.currency, payroll.total_amount) }),
+      els.paid,
+      el("td", { class: "progress" }, els.progress, els.progressText),
+      el("td", { class: "created", text: when(payroll.created_at) }),
+      el("td", { class: "actions" }, els.run));
+    els.detailRow = el("tr", { class: "detail", hidden: true, dataset: { payrollId: payroll.id } }, els.detail);
+    $("payroll-rows").append(els.tr, els.detailRow);
+
+    const row = {
+      id: payroll.id, payroll, els, open: false, etag: null, timer: null, runKey: null, detailSeq: 0,
+      // A final payroll has every item final; a draft has none; a processing one is asked.
+      done: payroll.status === "DRAFT" || payroll.status === "PROCESSING" ? 0 : payroll.item_count,
+    };
+    rows.set(row.id, row);
+    els.toggle.addEventListener("click", () => toggleDetail(row));
+    els.run.addEventListener("click", () => run(row));
+    update(row);
+    if (payroll.status === "PROCESSING") schedulePoll(row, 0);
+    if (open) toggleDetail(row);
+  }
+
+  function update(row) {
+    const p = row.payroll;
+    row.els.tr.dataset.status = p.status;
+    row.els.status.textContent = label(p.status);
+    row.els.status.dataset.status = p.status;
+    row.els.paid.textContent = money(p.currency, p.paid_amount);
+    row.els.progress.max = Math.max(1, p.item_count);
+    row.els.progress.value = row.done;
+    const pct = p.item_count ? Math.round((100 * row.done) / p.item_count) : 0;
+    row.els.progressText.textContent = `${row.done} / ${p.item_count} (${pct}%)`;
+    row.els.run.hidden = p.status !== "DRAFT";
+  }
+
+  // ---- polling: GET /payrolls/{id}/status with If-None-Match, every Retry-After while PROCESSING -------
+
+  function schedulePoll(row, delayMs) {
+    clearTimeout(row.timer);
+    row.timer = setTimeout(() => poll(row), delayMs);
+  }
+
+  async function poll(row) {
+    const gen = generation;
+    row.timer = null;
+    let delay = POLL_MS;
+    try {
+      const { response, body } = await api(`/payrolls/${encodeURIComponent(row.id)}/status`, { etag: row.etag });
+      if (gen !== generation) return;
+      row.etag = response.headers.get("ETag") || row.etag;
+      if (response.status !== 304) {
+        row.payroll = { ...row.payroll, status: body.status, item_count: body.item_count,
+          paid_amount: body.paid_amount, total_amount: body.total_amount, updated_at: body.updated_at };
+        row.done = DONE.reduce((sum, s) => sum + (body.counts[s] || 0), 0);
+        update(row);
+        if (row.open) loadDetail(row);
+      }
+      if (row.payroll.status !== "PROCESSING") return; // final (or, oddly, a draft): nothing more to watch
+      delay = retryAfterMs(response) ?? POLL_MS;
+    } catch (err) {
+      if (gen !== generation) return;
+      if (err instanceof ApiError && err.status === 401) return unauthorized(err);
+      showError(err, `Checking ${row.payroll.reference}`);
+      if (err instanceof ApiError && err.status === 404) return; // gone: stop asking
+      delay = retryAfterMs(err instanceof ApiError ? err.response : null) ?? ERROR_POLL_MS;
+    }
+    if (gen === generation && rows.get(row.id) === row) schedulePoll(row, delay);
+  }
+
+  // ---- Run: POST /payrolls/{id}/process with an Idempotency-Key ------------------------------------
+
+  async function run(row) {
+    const gen = generation;
+    row.els.run.disabled = true;
+    row.runKey = row.runKey || newIdempotencyKey(); // kept for a retry after a network error
+    try {
+      const { body } = await api(`/payrolls/${encodeURIComponent(row.id)}/process`, {
+        method: "POST", headers: { "Idempotency-Key": row.runKey },
+      });
+      row.runKey = null;
+      if (gen !== generation) return;
+      clearError();
+      row.payroll = { ...row.payroll, status: (body && body.status) || "PROCESSING" };
+      row.etag = null;
+      update(row);
+      schedulePoll(row, 0);
+    } catch (err) {
+      if (err instanceof ApiError && err.status) row.runKey = null; // answered: a new click is a new request
+      if (gen !== generation) return;
+      handle(err, `Could not run ${row.payroll.reference}`);
+      if (err instanceof ApiError && err.status === 409) schedulePoll(row, 0); // already finished: show it
+    } finally {
+      row.els.run.disabled = false;
+    }
+  }
+
+  // ---- detail: GET /payrolls/{id}, the items with their states and failure reasons -----------------
+
+  function toggleDetail(row) {
+    row.open = !row.open;
+    row.els.detailRow.hidden = !row.open;
+    row.els.toggle.setAttribute("aria-expanded", String(row.open));
+    if (row.open) loadDetail(row);
+  }
+
+  async function loadDetail(row) {
+    const gen = generation;
+    const seq = ++row.detailSeq;
+    if (!row.els.detail.firstChild) row.els.detail.append(el("p", { class: "muted", text: "Loading items…" }));
+    try {
+      const { body } = await api(`/payrolls/${encodeURIComponent(row.id)}`);
+      if (gen !== generation || seq !== row.detailSeq) return; // a newer load is on its way
+      const { items, ...payroll } = body;
+      row.payroll = { ...row.payroll, ...payroll };
+      if (payroll.status !== "PROCESSING") row.done = items.filter((i) => DONE.includes(i.status)).length;
+      update(row);
+      row.els.detail.replaceChildren(itemsTable(items));
+    } catch (err) {
+      if (gen !== generation || seq !== row.detailSeq) return;
+      handle(err, `Could not load the items of ${row.payroll.reference}`);
+    }
+  }
+
+  function itemsTable(items) {
+    const head = ["Name", "Account", "Amount", "Provider", "State", "Failure reason", "Provider reference"];
+    return el("table", { class: "items" },
+      el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, ...items.map((i) => el("tr", { class: "item", dataset: { itemId: i.id, status: i.status } },
+        el("td", { text: i.name }),
+        el("td", { text: i.account }),
+        el("td", { class: "num", text: i.amount }),
+        el("td", { text: i.provider }),
+        el("td", {}, el("span", { class: "status", dataset: { status: i.status }, text: label(i.status) })),
+        el("td", { class: "reason", text: i.failure_reason || "" }),
+        el("td", { text: i.provider_reference || "" })))));
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------------------
+
+  function start() {
+    $("login-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const key = $("api-key").value.trim();
+      if (!/^[\x21-\x7e]+$/.test(key)) {
+        showError(new Error("an API key is printable ASCII without spaces"), "Log in");
+        return;
+      }
+      logIn(key);
+    });
+    $("logout").addEventListener("click", () => { clearError(); showLogin(); });
+    $("refresh").addEventListener("click", () => loadPayrolls(true).then(clearError, (e) => handle(e, "Refresh")));
+    $("more").addEventListener("click", () => loadPayrolls(false).catch((e) => handle(e, "Load more")));
+    const key = sessionStorage.getItem(STORAGE_KEY);
+    if (key) {
+      $("login").hidden = true;
+      logIn(key);
+    } else {
+      showLogin();
+    }
+  }
+
+  start();
+})();
