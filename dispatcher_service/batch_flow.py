@@ -90,8 +90,8 @@ class BatchFlow:
                 if not await self._resolve_approving(stored, approve_error=None):
                     return
             elif stored.stage in ("finished", "rejected"):
-                # Recorded but the row was not finished (cannot happen in one transaction; be safe).
-                await self._give_up("the batch was already settled", as_error=False)
+                # Settled but the row not finished: cannot happen (one transaction). Settle nothing twice.
+                await self._give_up(f"the batch was already {stored.stage}")
                 return
             await self._follow(stored)
         except LeaseLost as exc:
@@ -247,22 +247,27 @@ class BatchFlow:
     async def _retry_later(self, error: str) -> None:
         errors = self.row.errors + 1
         if errors >= self.settings.dispatcher_max_errors:
-            await self._give_up(f"gave up after {errors} failed attempts; last: {error}", as_error=True)
+            await self._give_up(f"gave up after {errors} failed attempts; last: {error}")
             return
         delay = row_backoff(self.row.errors)
+        await batches.log_attempt(self.pool, self.row, self.worker, "retry_later", "error", error)
         await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=delay, error=error, count_error=True)
         self.log.warning("batch_retry_later", error=error, wait_s=round(delay, 1), errors=errors)
 
-    async def _give_up(self, reason: str, *, as_error: bool) -> None:
+    async def give_up(self, reason: str) -> None:
+        """Used by the dispatcher when the flow itself keeps crashing on this row."""
+        await self._give_up(reason)
+
+    async def _give_up(self, reason: str) -> None:
         """The row goes `dead`. Items of a batch that may have been approved need a person; others failed."""
         stored = await batches.for_row(self.pool, self.row.id)
-        may_have_moved = stored is not None and stored.stage in ("approving", "approved")
+        may_have_moved = stored is not None and stored.stage in ("approving", "approved", "finished")
         status = "NEEDS_REVIEW" if may_have_moved else "FAILED"
         final = await batches.settle_all(
             self.pool, self.row, self.item_ids, status=status, reason=reason,
             batch_id=stored.id if stored else None,
             batch_stage="finished" if may_have_moved else "rejected",
-            row_status="dead" if as_error else "done",
+            row_status="dead",
         )
         self.log.error("batch_dead", reason=reason, items_status=status, payroll_status=final)
 

@@ -19,6 +19,7 @@ import uuid
 
 import asyncpg
 
+from dispatcher_service import batch_flow
 from dispatcher_service.batch_flow import BatchFlow
 from dispatcher_service.provider.protocol import PayoutProvider
 from dispatcher_service.retry import ProviderCaller
@@ -136,8 +137,15 @@ class Dispatcher:
             raise
         except Exception as exc:  # a bug or a database outage: give the row back, it resumes from its stage
             flow.log.exception("batch_flow_crashed", error=str(exc))
+            error = f"dispatcher error: {type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                await outbox.release(self.pool, row.id, row.lease_token, delay_s=5.0, error=f"dispatcher error: {exc}")
+                if row.errors + 1 >= self.settings.dispatcher_max_errors:
+                    await flow.give_up(f"gave up after {row.errors + 1} failed attempts; last: {error}")
+                else:
+                    await outbox.release(
+                        self.pool, row.id, row.lease_token, delay_s=batch_flow.row_backoff(row.errors),
+                        error=error, count_error=True,
+                    )
         finally:
             self._tasks.pop(row.id, None)
             self._tokens.pop(row.id, None)

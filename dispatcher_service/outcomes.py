@@ -27,6 +27,9 @@ BATCH_COMPLETED = "BC100"
 TXN_PAID = frozenset({"TS100"})
 TXN_FAILED = {"TF103": "failed to initiate or process", "TF106": "transaction failed", "TC108": "transaction cancelled"}
 TXN_UNDETERMINED = frozenset({"TF105"})  # "status cannot be determined": never resent automatically
+# Started but not finished (processing, results pending, under observation, queued for IntaSend's own
+# retry): if the batch ends early around such an item, it may still have been paid.
+TXN_IN_FLIGHT = frozenset({"TP102", "TF104", "TH107", "TR109"})
 
 
 def awaiting_approval(batch: Batch) -> bool:
@@ -75,6 +78,10 @@ def _txn_outcome(item_id: int, t: Transaction, batch_reason: str | None) -> Item
         reason = t.failure_reason or TXN_FAILED[code]
         return ItemOutcome(item_id, "FAILED", f"{reason} ({code})")
     if batch_reason is not None:
+        if code in TXN_IN_FLIGHT:
+            return ItemOutcome(
+                item_id, "NEEDS_REVIEW", f"{batch_reason}, while this transaction was in progress ({code})"
+            )
         return ItemOutcome(item_id, "FAILED", f"{batch_reason}; transaction {code or 'without a code'}")
     return None
 

@@ -12,6 +12,10 @@ OUTBOX_ROWS = Gauge("payrun_outbox_rows", "Outbox rows by status.", ["status"])
 OUTBOX_OLDEST_PENDING = Gauge(
     "payrun_outbox_oldest_pending_age_seconds", "Age of the oldest outbox row not yet done (0 when none)."
 )
+OUTBOX_OLDEST_DUE = Gauge(
+    "payrun_outbox_oldest_due_age_seconds",
+    "How long the oldest pending row has been due without a dispatcher claiming it (0 when none).",
+)
 OUTBOX_ROWS_WITH_ERRORS = Gauge(
     "payrun_outbox_rows_with_errors", "Live outbox rows whose last attempt failed (see outbox.last_error)."
 )
@@ -46,6 +50,8 @@ SELECT
   (SELECT count(*) FROM outbox WHERE status = 'done') AS done,
   (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
      FROM outbox WHERE status IN ('pending', 'in_progress')) AS oldest,
+  (SELECT coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8
+     FROM outbox WHERE status = 'pending' AND available_at <= now()) AS oldest_due,
   (SELECT count(*) FROM outbox WHERE status IN ('pending', 'in_progress') AND errors > 0) AS with_errors,
   (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review
 """
@@ -56,6 +62,7 @@ async def refresh_backlog(pool: asyncpg.Pool) -> None:
     for status in ("pending", "in_progress", "done", "dead"):
         OUTBOX_ROWS.labels(status).set(row[status])
     OUTBOX_OLDEST_PENDING.set(row["oldest"])
+    OUTBOX_OLDEST_DUE.set(row["oldest_due"])
     OUTBOX_ROWS_WITH_ERRORS.set(row["with_errors"])
     ITEMS_NEEDING_REVIEW.set(row["review"])
 

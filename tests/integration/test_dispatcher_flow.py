@@ -207,3 +207,17 @@ async def test_a_dispatcher_killed_mid_approve_is_resumed_by_another_without_pay
     assert provider.paid_accounts() == sorted(ACCOUNTS)
     assert provider.calls.count("approve") == 1, provider.calls
     assert await pool.fetchval("SELECT attempts FROM outbox WHERE payroll_id = $1", payroll) == 2
+
+
+async def test_a_row_that_keeps_crashing_the_flow_ends_dead_not_in_a_loop(pool: asyncpg.Pool, run_dispatchers) -> None:
+    provider = FakeIntaSend()
+
+    async def buggy_initiate(**_kwargs):
+        raise RuntimeError("a bug in the flow")
+
+    provider.initiate = buggy_initiate  # type: ignore[method-assign]
+    payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
+    run_dispatchers(provider, dispatcher_max_errors=3)
+    assert await wait_final(pool, [payroll]) == {payroll: "FAILED"}
+    row = await pool.fetchrow("SELECT status, attempts, last_error FROM outbox WHERE payroll_id = $1", payroll)
+    assert row["status"] == "dead" and row["attempts"] == 3 and "RuntimeError" in row["last_error"]
