@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     except PayrunError as exc:
         print(f"payrun {args.command}: {exc}", file=sys.stderr)
         sys.exit(2)
-    except OSError as exc:
-        print(f"payrun {args.command}: {exc}", file=sys.stderr)
+    except OSError as exc:  # connection refused, unknown host, socket missing
+        print(f"payrun {args.command}: cannot reach the database: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
