@@ -24,7 +24,9 @@ log = get_logger(__name__)
 async def main(settings: Settings) -> None:
     dsn = settings.require_database_url()
     secret = settings.require_secret_key()
-    pool = await db.create_pool(dsn, min_size=2, max_size=max(4, min(20, settings.dispatcher_concurrency // 2 + 4)))
+    pool = await db.create_pool(
+        dsn, min_size=2, max_size=max(4, min(20, settings.dispatcher_concurrency // 2 + 4))
+    )
     try:
         async with pool.acquire() as conn:
             await migrate.ensure_current(conn)

@@ -123,8 +123,14 @@ class BatchFlow:
             reason = f"IntaSend refused the batch: {exc}"
             await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "rejected", str(exc))
             final = await batches.settle_all(
-                self.pool, self.row, self.item_ids, status="FAILED", reason=reason,
-                batch_id=None, batch_stage="rejected", row_status="done",
+                self.pool,
+                self.row,
+                self.item_ids,
+                status="FAILED",
+                reason=reason,
+                batch_id=None,
+                batch_stage="rejected",
+                row_status="done",
             )
             self.log.warning("batch_rejected", reason=reason, payroll_status=final)
             return None
@@ -138,7 +144,12 @@ class BatchFlow:
             )
             return None
         stored = await batches.persist_initiated(
-            self.pool, self.row, tracking_id=batch.tracking_id, nonce=batch.nonce, response=batch.raw, refs=refs
+            self.pool,
+            self.row,
+            tracking_id=batch.tracking_id,
+            nonce=batch.nonce,
+            response=batch.raw,
+            refs=refs,
         )
         await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "ok", batch.tracking_id)
         self.log.info("batch_initiated", tracking_id=batch.tracking_id, items=len(items))
@@ -152,17 +163,23 @@ class BatchFlow:
             await self.caller.once("approve", lambda: self.provider.approve(_stored_batch(stored)))
         except ProviderError as exc:
             self.log.warning("approve_uncertain", error=str(exc), http_status=exc.status)
-            await batches.log_attempt(self.pool, self.row, self.worker, "approve", type(exc).__name__, str(exc))
+            await batches.log_attempt(
+                self.pool, self.row, self.worker, "approve", type(exc).__name__, str(exc)
+            )
             return await self._resolve_approving(stored, approve_error=exc)
         await batches.set_stage(self.pool, self.row, stored.id, "approved")
         await batches.log_attempt(self.pool, self.row, self.worker, "approve", "ok", stored.tracking_id)
         self.log.info("batch_approved")
         return True
 
-    async def _resolve_approving(self, stored: batches.StoredBatch, approve_error: ProviderError | None) -> bool:
+    async def _resolve_approving(
+        self, stored: batches.StoredBatch, approve_error: ProviderError | None
+    ) -> bool:
         """We may or may not have approved: the provider's status decides, before anything is sent again."""
         try:
-            batch = await self.caller.call("status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True)
+            batch = await self.caller.call(
+                "status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True
+            )
         except ProviderError as exc:
             await self._retry_later(f"status after approve failed: {exc}")
             return False
@@ -174,15 +191,23 @@ class BatchFlow:
         if isinstance(approve_error, ProviderRejected) and approve_error.status not in AUTH_STATUSES:
             reason = f"IntaSend refused to approve batch {stored.tracking_id}: {approve_error}"
             final = await batches.settle_all(
-                self.pool, self.row, self.item_ids, status="FAILED", reason=reason,
-                batch_id=stored.id, batch_stage="rejected", row_status="done",
+                self.pool,
+                self.row,
+                self.item_ids,
+                status="FAILED",
+                reason=reason,
+                batch_id=stored.id,
+                batch_stage="rejected",
+                row_status="done",
             )
             self.log.warning("batch_approval_refused", reason=reason, payroll_status=final)
             return False
         if approve_error is None:
             # Found in `approving` after a crash, still waiting: approve it now (same batch, same items).
             return await self._approve(stored)
-        await self._retry_later(f"approve not accepted yet ({approve_error}); the batch still waits for approval")
+        await self._retry_later(
+            f"approve not accepted yet ({approve_error}); the batch still waits for approval"
+        )
         return False
 
     # -- step 4: follow the batch to the end -----------------------------------------------------------
@@ -217,12 +242,16 @@ class BatchFlow:
                 counts: dict[str, int] = {}
                 for o in reading.outcomes:
                     counts[o.status] = counts.get(o.status, 0) + 1
-                self.log.info("batch_settled", polls=polls, status=reading.summary, items=counts, payroll_status=final)
+                self.log.info(
+                    "batch_settled", polls=polls, status=reading.summary, items=counts, payroll_status=final
+                )
                 return
             if await self._past_horizon(stored):
                 settled = {o.item_id for o in reading.outcomes}
                 reason = "the provider gave no final outcome within 24 hours"
-                rest = [batches.ItemOutcome(i.id, "NEEDS_REVIEW", reason) for i in items if i.id not in settled]
+                rest = [
+                    batches.ItemOutcome(i.id, "NEEDS_REVIEW", reason) for i in items if i.id not in settled
+                ]
                 await batches.settle(self.pool, self.row, list(reading.outcomes) + rest, batch_id=stored.id)
                 self.log.warning("batch_needs_review", reason=reason)
                 return
@@ -230,7 +259,8 @@ class BatchFlow:
 
     async def _past_horizon(self, stored: batches.StoredBatch) -> bool:
         approved_age = await self.pool.fetchval(
-            "SELECT extract(epoch FROM now() - approved_at)::float8 FROM provider_batches WHERE id = $1", stored.id
+            "SELECT extract(epoch FROM now() - approved_at)::float8 FROM provider_batches WHERE id = $1",
+            stored.id,
         )
         return approved_age is not None and approved_age > FOLLOW_HORIZON_S
 
@@ -251,7 +281,9 @@ class BatchFlow:
             return
         delay = row_backoff(self.row.errors)
         await batches.log_attempt(self.pool, self.row, self.worker, "retry_later", "error", error)
-        await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=delay, error=error, count_error=True)
+        await outbox.release(
+            self.pool, self.row.id, self.row.lease_token, delay_s=delay, error=error, count_error=True
+        )
         self.log.warning("batch_retry_later", error=error, wait_s=round(delay, 1), errors=errors)
 
     async def give_up(self, reason: str) -> None:
@@ -264,7 +296,11 @@ class BatchFlow:
         may_have_moved = stored is not None and stored.stage in ("approving", "approved", "finished")
         status = "NEEDS_REVIEW" if may_have_moved else "FAILED"
         final = await batches.settle_all(
-            self.pool, self.row, self.item_ids, status=status, reason=reason,
+            self.pool,
+            self.row,
+            self.item_ids,
+            status=status,
+            reason=reason,
             batch_id=stored.id if stored else None,
             batch_stage="finished" if may_have_moved else "rejected",
             row_status="dead",

@@ -92,7 +92,9 @@ class Dispatcher:
             sleep_s = 0.0
             try:
                 claimed = (
-                    await outbox.claim(self.pool, worker=self.worker, lease_s=self.settings.dispatcher_lease_s, limit=free)
+                    await outbox.claim(
+                        self.pool, worker=self.worker, lease_s=self.settings.dispatcher_lease_s, limit=free
+                    )
                     if free > 0
                     else []
                 )
@@ -122,8 +124,13 @@ class Dispatcher:
 
     def _start(self, row: outbox.Claimed) -> None:
         flow = BatchFlow(
-            pool=self.pool, provider=self.provider, caller=self.caller, settings=self.settings,
-            worker=self.worker, row=row, stopping=self._stopping,
+            pool=self.pool,
+            provider=self.provider,
+            caller=self.caller,
+            settings=self.settings,
+            worker=self.worker,
+            row=row,
+            stopping=self._stopping,
         )
         task = asyncio.create_task(self._run_flow(flow), name=f"outbox row {row.id} payroll {row.payroll_id}")
         self._tasks[row.id] = task
@@ -143,8 +150,12 @@ class Dispatcher:
                     await flow.give_up(f"gave up after {row.errors + 1} failed attempts; last: {error}")
                 else:
                     await outbox.release(
-                        self.pool, row.id, row.lease_token, delay_s=batch_flow.row_backoff(row.errors),
-                        error=error, count_error=True,
+                        self.pool,
+                        row.id,
+                        row.lease_token,
+                        delay_s=batch_flow.row_backoff(row.errors),
+                        error=error,
+                        count_error=True,
                     )
         finally:
             self._tasks.pop(row.id, None)

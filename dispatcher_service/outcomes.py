@@ -25,7 +25,11 @@ BATCH_FAILED = {
 BATCH_COMPLETED = "BC100"
 
 TXN_PAID = frozenset({"TS100"})
-TXN_FAILED = {"TF103": "failed to initiate or process", "TF106": "transaction failed", "TC108": "transaction cancelled"}
+TXN_FAILED = {
+    "TF103": "failed to initiate or process",
+    "TF106": "transaction failed",
+    "TC108": "transaction cancelled",
+}
 TXN_UNDETERMINED = frozenset({"TF105"})  # "status cannot be determined": never resent automatically
 # Started but not finished (processing, results pending, under observation, queued for IntaSend's own
 # retry): if the batch ends early around such an item, it may still have been paid.
@@ -73,7 +77,9 @@ def _txn_outcome(item_id: int, t: Transaction, batch_reason: str | None) -> Item
     if code in TXN_PAID:
         return ItemOutcome(item_id, "PAID", None, t.provider_reference)
     if code in TXN_UNDETERMINED:
-        return ItemOutcome(item_id, "NEEDS_REVIEW", f"IntaSend cannot determine the outcome ({code}): contact support")
+        return ItemOutcome(
+            item_id, "NEEDS_REVIEW", f"IntaSend cannot determine the outcome ({code}): contact support"
+        )
     if code in TXN_FAILED:
         reason = t.failure_reason or TXN_FAILED[code]
         return ItemOutcome(item_id, "FAILED", f"{reason} ({code})")
@@ -99,7 +105,11 @@ def read_status(batch: Batch, items: Sequence[Item]) -> Reading:
             if batch_reason is not None:
                 outcomes.append(ItemOutcome(item.id, "FAILED", batch_reason))
             elif batch_over:
-                outcomes.append(ItemOutcome(item.id, "NEEDS_REVIEW", "the provider's completed batch does not list this item"))
+                outcomes.append(
+                    ItemOutcome(
+                        item.id, "NEEDS_REVIEW", "the provider's completed batch does not list this item"
+                    )
+                )
             continue
         outcome = _txn_outcome(item.id, t, batch_reason)
         if outcome is not None:

@@ -16,8 +16,6 @@ import asyncpg
 
 from shared import metrics, outbox, sqlfiles
 
-FINAL_ITEM_STATES = ("PAID", "FAILED", "NEEDS_REVIEW")
-
 
 def _q(name: str) -> str:
     return sqlfiles.load("batches")[name]
@@ -68,13 +66,17 @@ async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
     r = await pool.fetchrow(_q("batch_for_row"), outbox_id)
     if r is None:
         return None
-    return StoredBatch(r["id"], r["tracking_id"], r["nonce"], r["stage"], r["initiate_response"], r["status_polls"])
+    return StoredBatch(
+        r["id"], r["tracking_id"], r["nonce"], r["stage"], r["initiate_response"], r["status_polls"]
+    )
 
 
 async def log_attempt(
     pool: asyncpg.Pool, row: outbox.Claimed, worker: str, action: str, outcome: str, detail: str | None = None
 ) -> None:
-    await pool.execute(_q("log_attempt"), row.id, row.attempts, worker, action, outcome, (detail or "")[:2000] or None)
+    await pool.execute(
+        _q("log_attempt"), row.id, row.attempts, worker, action, outcome, (detail or "")[:2000] or None
+    )
 
 
 class _Fenced:
@@ -115,7 +117,9 @@ async def persist_initiated(
 ) -> StoredBatch:
     """Persist the batch and each item's request_reference_id before anyone may approve it."""
     async with _Fenced(pool, row) as conn:
-        batch_id = await conn.fetchval(_q("insert_batch"), row.id, row.payroll_id, tracking_id, nonce, response)
+        batch_id = await conn.fetchval(
+            _q("insert_batch"), row.id, row.payroll_id, tracking_id, nonce, response
+        )
         if batch_id is None:
             raise LeaseLost(f"outbox row {row.id} already has a batch")
         ids = list(refs)
@@ -131,7 +135,9 @@ async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stag
             await conn.execute(_q("touch_payroll"), row.payroll_id)
 
 
-async def record_poll(pool: asyncpg.Pool, batch_id: int, status: dict[str, Any], status_code: str | None) -> None:
+async def record_poll(
+    pool: asyncpg.Pool, batch_id: int, status: dict[str, Any], status_code: str | None
+) -> None:
     await pool.execute(_q("record_poll"), batch_id, status, status_code)
 
 
@@ -198,7 +204,9 @@ async def settle_all(
         return await _close_if_last(conn, row.payroll_id)
 
 
-async def note_callback(pool: asyncpg.Pool, tracking_id: str, status_code: str, body: dict[str, Any]) -> dict[str, int]:
+async def note_callback(
+    pool: asyncpg.Pool, tracking_id: str, status_code: str, body: dict[str, Any]
+) -> dict[str, int]:
     """Record a provider callback and wake the batch's row; returns deliveries, known and woken counts."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(_q("note_callback"), tracking_id, status_code, body)

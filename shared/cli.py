@@ -13,7 +13,9 @@ from shared.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="payrun", description="Pay salaries through IntaSend from an outbox.")
+    parser = argparse.ArgumentParser(
+        prog="payrun", description="Pay salaries through IntaSend from an outbox."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("migrate", help="apply pending sql/ migrations to DATABASE_URL")
     sub.add_parser("api", help="serve the HTTP API on API_HOST:API_PORT")
@@ -22,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     employer_sub = employer.add_subparsers(dest="employer_command", required=True, metavar="ACTION")
     create = employer_sub.add_parser("create", help="create an employer and print its API key once")
     create.add_argument("--name", required=True)
-    sub.add_parser("sim", help="serve the bundled IntaSend simulator (see `payrun sim --help`)", add_help=False)
+    sub.add_parser(
+        "sim", help="serve the bundled IntaSend simulator (see `payrun sim --help`)", add_help=False
+    )
     sub.add_parser("dev", help="run everything on one machine for trying payrun out (what `make run` runs)")
     return parser
 
@@ -35,7 +39,11 @@ async def _migrate(settings: Settings) -> None:
         applied = await migrate.apply(conn)
     finally:
         await conn.close()
-    print(json.dumps({"applied": [f"{m.version:04d}_{m.name}" for m in applied], "version": migrate.latest_version()}))
+    print(
+        json.dumps(
+            {"applied": [f"{m.version:04d}_{m.name}" for m in applied], "version": migrate.latest_version()}
+        )
+    )
 
 
 async def _create_employer(settings: Settings, name: str) -> None:

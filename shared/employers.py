@@ -29,7 +29,10 @@ def new_api_key() -> str:
 async def create(conn: asyncpg.Connection, name: str) -> dict[str, str]:
     employer_id, api_key = uuid.uuid4(), new_api_key()
     await conn.execute(
-        "INSERT INTO employers (id, name, api_key_hash) VALUES ($1, $2, $3)", employer_id, name, hash_key(api_key)
+        "INSERT INTO employers (id, name, api_key_hash) VALUES ($1, $2, $3)",
+        employer_id,
+        name,
+        hash_key(api_key),
     )
     return {"id": str(employer_id), "name": name, "api_key": api_key}
 

@@ -72,7 +72,9 @@ async def apply(conn: asyncpg.Connection) -> list[Migration]:
         for migration in available():
             if migration.version in recorded:
                 if recorded[migration.version] != migration.checksum:
-                    log.warning("migration_changed_after_apply", version=migration.version, name=migration.name)
+                    log.warning(
+                        "migration_changed_after_apply", version=migration.version, name=migration.name
+                    )
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)

@@ -37,7 +37,9 @@ class Claimed:
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> Claimed:
-        return cls(r["id"], r["payroll_id"], r["kind"], r["payload"], r["attempts"], r["errors"], r["lease_token"])
+        return cls(
+            r["id"], r["payroll_id"], r["kind"], r["payload"], r["attempts"], r["errors"], r["lease_token"]
+        )
 
 
 async def enqueue_payroll(conn: asyncpg.Connection, payroll_id: uuid.UUID, batch_size: int) -> list[int]:
@@ -47,7 +49,9 @@ async def enqueue_payroll(conn: asyncpg.Connection, payroll_id: uuid.UUID, batch
     return [r["id"] for r in rows]
 
 
-async def claim(conn: asyncpg.Connection | asyncpg.Pool, *, worker: str, lease_s: float, limit: int) -> list[Claimed]:
+async def claim(
+    conn: asyncpg.Connection | asyncpg.Pool, *, worker: str, lease_s: float, limit: int
+) -> list[Claimed]:
     rows = await conn.fetch(_q("claim_batch"), worker, lease_s, limit)
     return [Claimed.from_record(r) for r in rows]
 

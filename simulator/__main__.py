@@ -31,9 +31,14 @@ def _epilog() -> str:
     indent = " " * (width + 4)
     for name, default, meaning in ENV_VARS:
         # A no-break space keeps "[default: X]" on one line; it is turned back into a space after wrapping.
-        text = textwrap.fill(f"{meaning} [default:\u00a0{default}]", width=100, initial_indent=indent,
-                             subsequent_indent=indent, break_on_hyphens=False).replace("\u00a0", " ")
-        lines.append(f"  {name:<{width}}  {text[len(indent):]}")
+        text = textwrap.fill(
+            f"{meaning} [default:\u00a0{default}]",
+            width=100,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        ).replace("\u00a0", " ")
+        lines.append(f"  {name:<{width}}  {text[len(indent) :]}")
     return "\n".join(lines)
 
 
@@ -49,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 async def serve(config: SimConfig) -> None:
     """Run until a signal; a short shutdown timeout because "hung" requests are released on shutdown."""
     app = make_app(config)
-    runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True, shutdown_timeout=2.0,
-                           access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, handler_cancellation=True, shutdown_timeout=2.0, access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
@@ -59,8 +65,11 @@ async def serve(config: SimConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     host, port = runner.addresses[0][:2]
-    print(f"payrun sim: IntaSend SIMULATOR listening on http://{host}:{port} - no real money moves",
-          file=sys.stderr, flush=True)
+    print(
+        f"payrun sim: IntaSend SIMULATOR listening on http://{host}:{port} - no real money moves",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         await stop.wait()
     finally:

@@ -29,7 +29,10 @@ from simulator.validation import FieldError, ValidationFailed, expect_object, re
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LogFn = Callable[[dict[str, Any]], None]
 
-SERVER_ERROR = {"type": "server_error", "errors": [{"code": "error", "detail": "A server error occurred.", "attr": None}]}
+SERVER_ERROR = {
+    "type": "server_error",
+    "errors": [{"code": "error", "detail": "A server error occurred.", "attr": None}],
+}
 NOT_FOUND = {"detail": "Not found."}
 THROTTLED = {"detail": "Request was throttled."}
 NO_CREDENTIALS = {"detail": "Authentication credentials were not provided."}
@@ -43,7 +46,9 @@ def stderr_log(record: dict[str, Any]) -> None:
 class Simulator:
     """The state shared by all requests of one app: config, batches, counters, limiter and the fault dice."""
 
-    def __init__(self, config: SimConfig, *, clock: Callable[[], float] = time.monotonic, log: LogFn = stderr_log):
+    def __init__(
+        self, config: SimConfig, *, clock: Callable[[], float] = time.monotonic, log: LogFn = stderr_log
+    ):
         self.config = config
         self.clock = clock
         self.log = log
@@ -86,7 +91,9 @@ async def _body(request: web.Request) -> Any:
     try:
         return json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
-        raise ValidationFailed([FieldError("parse_error", f"JSON parse error - {exc}", None)], "client_error") from None
+        raise ValidationFailed(
+            [FieldError("parse_error", f"JSON parse error - {exc}", None)], "client_error"
+        ) from None
 
 
 @web.middleware
@@ -100,15 +107,17 @@ async def log_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         status = response.status
         return response
     finally:
-        sim.log({
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "event": "sim_request",
-            "method": request.method,
-            "path": request.path,
-            "status": status,
-            "outcome": request.get(OUTCOME, "ok"),
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        })
+        sim.log(
+            {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "event": "sim_request",
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "outcome": request.get(OUTCOME, "ok"),
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            }
+        )
 
 
 @web.middleware
@@ -232,8 +241,9 @@ async def sim_ledger(request: web.Request) -> web.Response:
 
 async def sim_stats(request: web.Request) -> web.Response:
     sim = _sim(request)
-    return web.json_response(sim.stats.view(max_in_any_window=sim.limiter.max_in_any_window,
-                                            batches=len(sim.state.batches)))
+    return web.json_response(
+        sim.stats.view(max_in_any_window=sim.limiter.max_in_any_window, batches=len(sim.state.batches))
+    )
 
 
 async def sim_reset(request: web.Request) -> web.Response:
@@ -249,7 +259,9 @@ async def _on_shutdown(app: web.Application) -> None:
     app[SIM].stopping.set()
 
 
-def make_app(config: SimConfig, *, clock: Callable[[], float] = time.monotonic, log: LogFn = stderr_log) -> web.Application:
+def make_app(
+    config: SimConfig, *, clock: Callable[[], float] = time.monotonic, log: LogFn = stderr_log
+) -> web.Application:
     """Build the app from a config object, so tests need no environment variables."""
     app = web.Application(middlewares=[log_middleware, api_middleware])
     app[SIM] = Simulator(config, clock=clock, log=log)

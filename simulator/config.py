@@ -26,19 +26,35 @@ class SimConfigError(ValueError):
 ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("SIM_HOST", "127.0.0.1", "address to listen on"),
     ("SIM_PORT", "8900", "port to listen on (0 = any free port; the start line shows which)"),
-    ("SIM_MAX_RPS", "5", "accepted requests to /api/ per sliding 1-second window; more get 429 (0 = no limit)"),
+    (
+        "SIM_MAX_RPS",
+        "5",
+        "accepted requests to /api/ per sliding 1-second window; more get 429 (0 = no limit)",
+    ),
     ("SIM_429_RETRY_AFTER", "1", "1 = send a Retry-After header (whole seconds) on 429s, 0 = omit it"),
-    ("SIM_429_STORM_RATE", "0", "probability 0..1 of a 429 to an /api/ request however slowly the client goes"),
+    (
+        "SIM_429_STORM_RATE",
+        "0",
+        "probability 0..1 of a 429 to an /api/ request however slowly the client goes",
+    ),
     ("SIM_LATENCY_MS", "0", "delay added to every /api/ request, in milliseconds"),
     ("SIM_SLOW_RATE", "0", "probability 0..1 that an /api/ request is delayed a further SIM_SLOW_MS"),
     ("SIM_SLOW_MS", "5000", "the extra delay of a slow request, in milliseconds"),
     ("SIM_ERROR_RATE_BEFORE", "0", "probability 0..1 of answering 500 without acting"),
-    ("SIM_ERROR_RATE_AFTER", "0", "probability 0..1 of acting (creating/approving the batch), then answering 500"),
+    (
+        "SIM_ERROR_RATE_AFTER",
+        "0",
+        "probability 0..1 of acting (creating/approving the batch), then answering 500",
+    ),
     ("SIM_HANG_AFTER_RATE", "0", "probability 0..1 of acting, then not answering until the client gives up"),
     ("SIM_FAULT_ENDPOINTS", ",".join(ENDPOINTS), "comma list of endpoints the 500/hang faults apply to"),
     ("SIM_FAIL_ACCOUNTS", "(none)", "comma list of accounts whose transactions fail: TF106 Unsuccessful"),
-    ("SIM_UNDETERMINED_ACCOUNTS", "(none)", "comma list of accounts whose transactions end TF105 (undetermined;"
-     " the ledger records whether money really moved, chosen at random)"),
+    (
+        "SIM_UNDETERMINED_ACCOUNTS",
+        "(none)",
+        "comma list of accounts whose transactions end TF105 (undetermined;"
+        " the ledger records whether money really moved, chosen at random)",
+    ),
     ("SIM_BALANCE", "1000000000.00", "opening wallet balance in KES; a batch it cannot cover fails BF105"),
     ("SIM_PROCESSING_S", "0.3", "seconds from approval until the batch completes (BC100)"),
     ("SIM_SEED", "(random)", "integer seed for ids, outcomes and faults, for reproducible runs"),

@@ -231,7 +231,11 @@ class SimState:
         if not self._in_flight:
             return
         now = self.clock()
-        due = [b for b in self._in_flight if b.approved_at is not None and now - b.approved_at >= self.config.processing_s]
+        due = [
+            b
+            for b in self._in_flight
+            if b.approved_at is not None and now - b.approved_at >= self.config.processing_s
+        ]
         for batch in due:
             self._in_flight.remove(batch)
             self._settle(batch)
@@ -270,17 +274,19 @@ class SimState:
             if paid:
                 self.balance -= item.amount + CHARGE
                 self.wallet_updated = done
-            self.ledger.append(LedgerEntry(
-                tracking_id=batch.tracking_id,
-                request_reference_id=item.request_reference_id,
-                account=item.account,
-                amount=item.amount,
-                paid=paid,
-                determined=determined,
-                status_code=item.status_code,
-                provider_reference=reference if paid else None,
-                paid_at=done if paid else None,
-            ))
+            self.ledger.append(
+                LedgerEntry(
+                    tracking_id=batch.tracking_id,
+                    request_reference_id=item.request_reference_id,
+                    account=item.account,
+                    amount=item.amount,
+                    paid=paid,
+                    determined=determined,
+                    status_code=item.status_code,
+                    provider_reference=reference if paid else None,
+                    paid_at=done if paid else None,
+                )
+            )
 
     # views -------------------------------------------------------------------------------------------
     def wallet_view(self) -> dict[str, Any]:

@@ -79,7 +79,9 @@ def _optional_str(errors: list[FieldError], data: dict[str, Any], key: str, attr
     return None
 
 
-def _choice(errors: list[FieldError], data: dict[str, Any], key: str, attr: str, allowed: tuple[str, ...]) -> str | None:
+def _choice(
+    errors: list[FieldError], data: dict[str, Any], key: str, attr: str, allowed: tuple[str, ...]
+) -> str | None:
     if key not in data:
         _required(errors, attr)
         return None
@@ -125,7 +127,9 @@ def _amount(errors: list[FieldError], value: Any, attr: str) -> Decimal | None:
         errors.append(FieldError("min_value", "Ensure this value is greater than 0.", attr))
         return None
     if amount != amount.quantize(CENT):
-        errors.append(FieldError("max_decimal_places", "Ensure that there are no more than 2 decimal places.", attr))
+        errors.append(
+            FieldError("max_decimal_places", "Ensure that there are no more than 2 decimal places.", attr)
+        )
         return None
     return amount.quantize(CENT)
 
@@ -133,7 +137,9 @@ def _amount(errors: list[FieldError], value: Any, attr: str) -> Decimal | None:
 def _item(errors: list[FieldError], raw: Any, index: int, provider: str | None) -> ItemRequest | None:
     base = f"transactions.{index}"
     if not isinstance(raw, dict):
-        errors.append(FieldError("invalid", f"Invalid data. Expected a dictionary, but got {type(raw).__name__}.", base))
+        errors.append(
+            FieldError("invalid", f"Invalid data. Expected a dictionary, but got {type(raw).__name__}.", base)
+        )
         return None
     before = len(errors)
     account: str | None = None
@@ -142,8 +148,13 @@ def _item(errors: list[FieldError], raw: Any, index: int, provider: str | None) 
     else:
         account = _identifier(errors, raw["account"], f"{base}.account")
         if account is not None and provider == "MPESA-B2C" and not MSISDN.match(account):
-            errors.append(FieldError(
-                "invalid", "Enter a valid phone number in the format 2547XXXXXXXX or 2541XXXXXXXX.", f"{base}.account"))
+            errors.append(
+                FieldError(
+                    "invalid",
+                    "Enter a valid phone number in the format 2547XXXXXXXX or 2541XXXXXXXX.",
+                    f"{base}.account",
+                )
+            )
     amount: Decimal | None = None
     if "amount" not in raw:
         _required(errors, f"{base}.amount")
@@ -159,7 +170,9 @@ def _item(errors: list[FieldError], raw: Any, index: int, provider: str | None) 
         bank_code = _identifier(errors, raw["bank_code"], f"{base}.bank_code")
     account_type = _optional_str(errors, raw, "account_type", f"{base}.account_type")
     if account_type is not None and provider == "MPESA-B2B" and account_type not in B2B_ACCOUNT_TYPES:
-        errors.append(FieldError("invalid_choice", f'"{account_type}" is not a valid choice.', f"{base}.account_type"))
+        errors.append(
+            FieldError("invalid_choice", f'"{account_type}" is not a valid choice.', f"{base}.account_type")
+        )
     item = ItemRequest(
         account=account or "",
         amount=amount or Decimal(0),
@@ -175,8 +188,15 @@ def _item(errors: list[FieldError], raw: Any, index: int, provider: str | None) 
 
 def expect_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ValidationFailed([FieldError(
-            "invalid", f"Invalid data. Expected a dictionary, but got {type(body).__name__}.", "non_field_errors")])
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "invalid",
+                    f"Invalid data. Expected a dictionary, but got {type(body).__name__}.",
+                    "non_field_errors",
+                )
+            ]
+        )
     return body
 
 
@@ -199,9 +219,13 @@ def validate_initiate(body: Any, wallet_id: str) -> InitiateRequest:
     if "transactions" not in data:
         _required(errors, "transactions")
     elif not isinstance(data["transactions"], list):
-        errors.append(FieldError(
-            "not_a_list", f'Expected a list of items but got type "{type(data["transactions"]).__name__}".',
-            "transactions"))
+        errors.append(
+            FieldError(
+                "not_a_list",
+                f'Expected a list of items but got type "{type(data["transactions"]).__name__}".',
+                "transactions",
+            )
+        )
     elif not data["transactions"]:
         errors.append(FieldError("empty", "This list may not be empty.", "transactions"))
     else:

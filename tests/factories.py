@@ -34,13 +34,25 @@ async def processing_payroll(
             """INSERT INTO payrolls (id, employer_id, reference, currency, status, item_count, total_amount,
                                      processing_started_at)
                VALUES ($1, $2, $3, 'KES', 'PROCESSING', $4, $5, now())""",
-            payroll_id, employer_id, f"REF-{payroll_id.hex[:8]}", len(accounts), amount * len(accounts),
+            payroll_id,
+            employer_id,
+            f"REF-{payroll_id.hex[:8]}",
+            len(accounts),
+            amount * len(accounts),
         )
         await conn.executemany(
             """INSERT INTO payroll_items (payroll_id, position, name, account, amount, provider, bank_code)
                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
             [
-                (payroll_id, n, f"Worker {n}", acct, amount, provider, "2" if provider == "PESALINK" else None)
+                (
+                    payroll_id,
+                    n,
+                    f"Worker {n}",
+                    acct,
+                    amount,
+                    provider,
+                    "2" if provider == "PESALINK" else None,
+                )
                 for n, acct in enumerate(accounts)
             ],
         )

@@ -74,21 +74,43 @@ class FakeIntaSend:
             )
             for t in b.txns
         )
-        raw = {"tracking_id": b.tracking_id, "nonce": b.nonce, "status": b.status, "status_code": b.code,
-               "transactions": [dict(t) for t in b.txns]}
+        raw = {
+            "tracking_id": b.tracking_id,
+            "nonce": b.nonce,
+            "status": b.status,
+            "status_code": b.code,
+            "transactions": [dict(t) for t in b.txns],
+        }
         return Batch(b.tracking_id, b.code, b.status, b.nonce, txns, raw)
 
-    async def initiate(self, *, provider: str, currency: str, transactions: list[dict[str, Any]],
-                       requires_approval: str = "YES", callback_url: str | None = None,
-                       wallet_id: str | None = None) -> Batch:
+    async def initiate(
+        self,
+        *,
+        provider: str,
+        currency: str,
+        transactions: list[dict[str, Any]],
+        requires_approval: str = "YES",
+        callback_url: str | None = None,
+        wallet_id: str | None = None,
+    ) -> Batch:
         self.calls.append("initiate")
         assert requires_approval == "YES"
         fault = self._fault("initiate")
         self._raise_before(fault)
-        b = _FakeBatch(str(uuid.uuid4()), uuid.uuid4().hex[:6], [
-            {"request_reference_id": str(uuid.uuid4()), "account": t["account"], "amount": t["amount"],
-             "status_code": "TP101", "status": "Pending"} for t in transactions
-        ])
+        b = _FakeBatch(
+            str(uuid.uuid4()),
+            uuid.uuid4().hex[:6],
+            [
+                {
+                    "request_reference_id": str(uuid.uuid4()),
+                    "account": t["account"],
+                    "amount": t["amount"],
+                    "status_code": "TP101",
+                    "status": "Pending",
+                }
+                for t in transactions
+            ],
+        )
         self.batches[b.tracking_id] = b
         if fault == "after":
             raise ProviderAmbiguous("timed out after 30 s")
@@ -132,7 +154,9 @@ class FakeIntaSend:
                 t.update(status_code="TF105", status="Unknown")
             else:
                 t.update(status_code="TS100", status="Successful", provider_reference=f"REF{next(_refs):07d}")
-                self.ledger.append({"tracking_id": b.tracking_id, "account": t["account"], "amount": t["amount"]})
+                self.ledger.append(
+                    {"tracking_id": b.tracking_id, "account": t["account"], "amount": t["amount"]}
+                )
 
     def paid_accounts(self) -> list[str]:
         return sorted(p["account"] for p in self.ledger)

@@ -48,6 +48,8 @@ async def intasend(request: Request) -> Response:
         )
     status_code = str(payload.get("status_code") or "")[:20]
     stored = {k: v for k, v in payload.items() if k != "challenge"}
-    noted = await batches.note_callback(resources["pool"], tracking_id.strip(), status_code, _jsonable(stored))
+    noted = await batches.note_callback(
+        resources["pool"], tracking_id.strip(), status_code, _jsonable(stored)
+    )
     log.info("provider_callback", tracking_id=tracking_id, status_code=status_code, **noted)
     return JSONResponse({"received": True})

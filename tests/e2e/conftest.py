@@ -49,7 +49,11 @@ async def make_stack(
         created = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "shared.cli", "employer", "create", "--name", "E2E Ltd"],
-            cwd=ROOT, env=stack.env, capture_output=True, text=True, check=True,
+            cwd=ROOT,
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return stack, Client(session, stack.api, json.loads(created.stdout)["api_key"])
 
@@ -75,10 +79,14 @@ async def assert_ledger_agrees(stack: Stack) -> dict[str, int]:
     """Item by item, payrun's states and the simulator's ledger agree; nobody was paid twice."""
     ledger = (await sim_json(stack, "/sim/ledger"))["payments"]
     paid_refs = Counter(p["request_reference_id"] for p in ledger if p["paid"])
-    assert all(n == 1 for n in paid_refs.values()), f"paid twice: {[r for r, n in paid_refs.items() if n > 1]}"
+    assert all(n == 1 for n in paid_refs.values()), (
+        f"paid twice: {[r for r, n in paid_refs.items() if n > 1]}"
+    )
     conn = await asyncpg.connect(stack.database_url)
     try:
-        items = await conn.fetch("SELECT id, status, request_reference_id, amount, account FROM payroll_items")
+        items = await conn.fetch(
+            "SELECT id, status, request_reference_id, amount, account FROM payroll_items"
+        )
     finally:
         await conn.close()
     by_ref = {p["request_reference_id"]: p for p in ledger}

@@ -22,10 +22,12 @@ async def test_twenty_employers_click_run_at_once_and_all_complete(make_stack) -
     finally:
         await conn.close()
     clients = [Client(first.session, stack.api, key) for key in keys]
-    ids = await asyncio.gather(*(
-        c.create(f"NOV-{n}", [f"2547{n:04d}{w:04d}" for w in range(WORKERS)], amount="2500.00")
-        for n, c in enumerate(clients)
-    ))
+    ids = await asyncio.gather(
+        *(
+            c.create(f"NOV-{n}", [f"2547{n:04d}{w:04d}" for w in range(WORKERS)], amount="2500.00")
+            for n, c in enumerate(clients)
+        )
+    )
     go = asyncio.Event()
 
     async def click(client: Client, payroll_id: str) -> int:
@@ -37,7 +39,9 @@ async def test_twenty_employers_click_run_at_once_and_all_complete(make_stack) -
     go.set()
     assert await asyncio.gather(*clicks) == [202] * USERS
 
-    states = await asyncio.gather(*(c.wait_final([pid], within_s=90) for c, pid in zip(clients, ids, strict=True)))
+    states = await asyncio.gather(
+        *(c.wait_final([pid], within_s=90) for c, pid in zip(clients, ids, strict=True))
+    )
     assert all(s == {pid: "COMPLETED"} for s, pid in zip(states, ids, strict=True))
     assert await assert_ledger_agrees(stack) == {"PAID": USERS * WORKERS}
     ledger = await sim_json(stack, "/sim/ledger")

@@ -38,8 +38,14 @@ async def test_payrolls_complete_within_the_rate_limit(make_stack) -> None:
 async def test_dispatchers_killed_at_random_while_the_provider_misbehaves(make_stack) -> None:
     stack, client = await make_stack(
         dispatchers=3,
-        INTASEND_MAX_RPS="25", SIM_MAX_RPS="25", INTASEND_TIMEOUT_S="1.5", DISPATCHER_LEASE_S="3",
-        SIM_ERROR_RATE_BEFORE="0.1", SIM_ERROR_RATE_AFTER="0.1", SIM_HANG_AFTER_RATE="0.1", SIM_SEED="7",
+        INTASEND_MAX_RPS="25",
+        SIM_MAX_RPS="25",
+        INTASEND_TIMEOUT_S="1.5",
+        DISPATCHER_LEASE_S="3",
+        SIM_ERROR_RATE_BEFORE="0.1",
+        SIM_ERROR_RATE_AFTER="0.1",
+        SIM_HANG_AFTER_RATE="0.1",
+        SIM_SEED="7",
         SIM_FAIL_ACCOUNTS="254700030001,254700050002",
     )
     ids = await run_payrolls(client, 8)
@@ -57,7 +63,9 @@ async def test_dispatchers_killed_at_random_while_the_provider_misbehaves(make_s
 
 
 @pytest.mark.parametrize("retry_after", ["1", "0"])
-async def test_429_storms_with_and_without_retry_after_slow_everyone_down(make_stack, retry_after: str) -> None:
+async def test_429_storms_with_and_without_retry_after_slow_everyone_down(
+    make_stack, retry_after: str
+) -> None:
     stack, client = await make_stack(
         dispatchers=2, SIM_429_STORM_RATE="0.3", SIM_429_RETRY_AFTER=retry_after, SIM_SEED="3"
     )
@@ -71,7 +79,9 @@ async def test_429_storms_with_and_without_retry_after_slow_everyone_down(make_s
 
 async def test_failing_undetermined_and_unfunded(make_stack) -> None:
     stack, client = await make_stack(
-        SIM_FAIL_ACCOUNTS="254700000001", SIM_UNDETERMINED_ACCOUNTS="254700010002", INTASEND_MAX_RPS="20",
+        SIM_FAIL_ACCOUNTS="254700000001",
+        SIM_UNDETERMINED_ACCOUNTS="254700010002",
+        INTASEND_MAX_RPS="20",
         SIM_MAX_RPS="20",
     )
     ids = await run_payrolls(client, 3)

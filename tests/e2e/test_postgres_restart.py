@@ -46,7 +46,9 @@ async def test_a_dispatcher_survives_a_postgres_restart(own_server, tmp_path: Pa
         await migrate.apply(conn)
     employer = await factories.employer(pool)
     payrolls = [
-        await factories.processing_payroll(pool, employer_id=employer, accounts=[f"2547{p:04d}{i:04d}" for i in range(10)])
+        await factories.processing_payroll(
+            pool, employer_id=employer, accounts=[f"2547{p:04d}{i:04d}" for i in range(10)]
+        )
         for p in range(20)
     ]
     await pool.close()

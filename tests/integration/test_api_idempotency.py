@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
 
 from tests.integration import api_support as api
-
-
-@pytest.fixture
-async def client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
-    async with api.client(api.settings(database_url), pool) as c:
-        yield c
-
-
-@pytest.fixture
-async def key(pool: asyncpg.Pool) -> str:
-    return (await api.employer(pool))["api_key"]
 
 
 def _keyed(api_key: str, idempotency_key: str | bytes) -> dict[str, str | bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -15,12 +14,6 @@ from api_service.app import create_app
 from shared import migrate
 from tests import dbutil
 from tests.integration import api_support as api
-
-
-@pytest.fixture
-async def client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
-    async with api.client(api.settings(database_url), pool) as c:
-        yield c
 
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import asyncpg
@@ -14,17 +13,6 @@ import pytest
 
 from api_service import schemas
 from tests.integration import api_support as api
-
-
-@pytest.fixture
-async def client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
-    async with api.client(api.settings(database_url), pool) as c:
-        yield c
-
-
-@pytest.fixture
-async def key(pool: asyncpg.Pool) -> str:
-    return (await api.employer(pool))["api_key"]
 
 
 async def test_create_answers_201_with_location_and_the_draft_payroll(

@@ -24,11 +24,6 @@ async def client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.A
         yield c
 
 
-@pytest.fixture
-async def key(pool: asyncpg.Pool) -> str:
-    return (await api.employer(pool))["api_key"]
-
-
 def _mixed_body() -> dict[str, Any]:
     """7 M-Pesa items and 2 PESALINK items, interleaved: 3 M-Pesa batches (3+3+1) and 1 PESALINK batch."""
     body = api.payroll_body(items=9)

@@ -17,17 +17,6 @@ from api_service import body as body_module
 from tests.integration import api_support as api
 
 
-@pytest.fixture
-async def client(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
-    async with api.client(api.settings(database_url), pool) as c:
-        yield c
-
-
-@pytest.fixture
-async def key(pool: asyncpg.Pool) -> str:
-    return (await api.employer(pool))["api_key"]
-
-
 async def _nothing_written(pool: asyncpg.Pool) -> None:
     for table in ("payrolls", "payroll_items", "outbox", "idempotency_keys"):
         assert await api.count(pool, table) == 0, table

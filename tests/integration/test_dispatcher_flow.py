@@ -27,18 +27,27 @@ def fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(database_url: str, **overrides: object) -> Settings:
-    base = dict(database_url=database_url, intasend_secret_key="k", intasend_max_rps=500.0,
-                dispatcher_lease_s=5.0, dispatcher_concurrency=8, dispatcher_grace_s=2.0)
+    base = dict(
+        database_url=database_url,
+        intasend_secret_key="k",
+        intasend_max_rps=500.0,
+        dispatcher_lease_s=5.0,
+        dispatcher_concurrency=8,
+        dispatcher_grace_s=2.0,
+    )
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 
 
 class Running:
-    def __init__(self, pool: asyncpg.Pool, dsn: str, provider: FakeIntaSend, s: Settings, worker: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, dsn: str, provider: FakeIntaSend, s: Settings, worker: str
+    ) -> None:
         self.stop = asyncio.Event()
         limiter = ProviderRateLimiter(pool, max_rps=s.intasend_max_rps)
-        self.dispatcher = Dispatcher(pool=pool, dsn=dsn, provider=provider, caller=ProviderCaller(limiter),
-                                     settings=s, worker=worker)
+        self.dispatcher = Dispatcher(
+            pool=pool, dsn=dsn, provider=provider, caller=ProviderCaller(limiter), settings=s, worker=worker
+        )
         self.task = asyncio.create_task(self.dispatcher.run(self.stop))
 
     async def close(self) -> None:
@@ -61,7 +70,9 @@ async def run_dispatchers(pool: asyncpg.Pool, database_url: str) -> AsyncIterato
         await r.close()
 
 
-async def wait_final(pool: asyncpg.Pool, payroll_ids: list[uuid.UUID], within_s: float = 20) -> dict[uuid.UUID, str]:
+async def wait_final(
+    pool: asyncpg.Pool, payroll_ids: list[uuid.UUID], within_s: float = 20
+) -> dict[uuid.UUID, str]:
     deadline = asyncio.get_running_loop().time() + within_s
     while True:
         rows = await pool.fetch("SELECT id, status FROM payrolls WHERE id = ANY($1)", payroll_ids)
@@ -84,16 +95,22 @@ async def test_a_payroll_is_paid_once_and_completed(pool: asyncpg.Pool, run_disp
     run_dispatchers(provider)
     assert await wait_final(pool, [payroll]) == {payroll: "COMPLETED"}
     assert provider.paid_accounts() == sorted(ACCOUNTS)
-    rows = await pool.fetch("SELECT status, provider_reference FROM payroll_items WHERE payroll_id = $1", payroll)
+    rows = await pool.fetch(
+        "SELECT status, provider_reference FROM payroll_items WHERE payroll_id = $1", payroll
+    )
     assert all(r["status"] == "PAID" and r["provider_reference"] for r in rows)
-    ob = await pool.fetchrow("SELECT status, processed_at, locked_by FROM outbox WHERE payroll_id = $1", payroll)
+    ob = await pool.fetchrow(
+        "SELECT status, processed_at, locked_by FROM outbox WHERE payroll_id = $1", payroll
+    )
     assert ob["status"] == "done" and ob["processed_at"] is not None and ob["locked_by"] is None
     assert provider.calls[:2] == ["initiate", "approve"] and len(provider.calls) <= 4
 
 
 @pytest.mark.parametrize("fault", ["before", "after", "429"])
 @pytest.mark.parametrize("endpoint", ["initiate", "approve", "status"])
-async def test_a_fault_at_any_step_never_pays_twice(pool: asyncpg.Pool, run_dispatchers, endpoint: str, fault: str) -> None:
+async def test_a_fault_at_any_step_never_pays_twice(
+    pool: asyncpg.Pool, run_dispatchers, endpoint: str, fault: str
+) -> None:
     provider = FakeIntaSend()
     provider.faults[endpoint] = [fault, fault]
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
@@ -104,7 +121,9 @@ async def test_a_fault_at_any_step_never_pays_twice(pool: asyncpg.Pool, run_disp
     assert len(approved) == 1, "exactly one batch was ever approved"
 
 
-async def test_an_approve_lost_after_acting_is_confirmed_by_status_not_resent(pool: asyncpg.Pool, run_dispatchers) -> None:
+async def test_an_approve_lost_after_acting_is_confirmed_by_status_not_resent(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
     provider = FakeIntaSend()
     provider.faults["approve"] = ["after"]
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
@@ -140,18 +159,24 @@ async def test_a_batch_level_failure_fails_every_item(pool: asyncpg.Pool, run_di
     assert provider.ledger == []
 
 
-async def test_an_initiate_refused_as_invalid_fails_the_items_with_the_reason(pool: asyncpg.Pool, run_dispatchers) -> None:
+async def test_an_initiate_refused_as_invalid_fails_the_items_with_the_reason(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
     provider = FakeIntaSend()
     provider.faults["initiate"] = ["reject"]
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
     run_dispatchers(provider)
     assert await wait_final(pool, [payroll]) == {payroll: "FAILED"}
-    reason = await pool.fetchval("SELECT failure_reason FROM payroll_items WHERE payroll_id = $1 LIMIT 1", payroll)
+    reason = await pool.fetchval(
+        "SELECT failure_reason FROM payroll_items WHERE payroll_id = $1 LIMIT 1", payroll
+    )
     assert "Invalid account" in reason
     assert await pool.fetchval("SELECT last_error FROM outbox WHERE payroll_id = $1", payroll)
 
 
-async def test_a_provider_that_never_answers_ends_dead_and_failed_not_lost(pool: asyncpg.Pool, run_dispatchers) -> None:
+async def test_a_provider_that_never_answers_ends_dead_and_failed_not_lost(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
     provider = FakeIntaSend()
     provider.faults["initiate"] = ["before"] * 100
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
@@ -161,11 +186,15 @@ async def test_a_provider_that_never_answers_ends_dead_and_failed_not_lost(pool:
     assert row["status"] == "dead" and "gave up after 3" in row["last_error"]
 
 
-async def test_many_payrolls_through_several_dispatchers_are_each_paid_once(pool: asyncpg.Pool, run_dispatchers) -> None:
+async def test_many_payrolls_through_several_dispatchers_are_each_paid_once(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
     provider = FakeIntaSend()
     employer = await factories.employer(pool)
     payrolls = [
-        await factories.processing_payroll(pool, employer_id=employer, accounts=[f"2547{p:04d}{n:04d}" for n in range(10)], batch_size=4)
+        await factories.processing_payroll(
+            pool, employer_id=employer, accounts=[f"2547{p:04d}{n:04d}" for n in range(10)], batch_size=4
+        )
         for p in range(12)
     ]
     run_dispatchers(provider, count=3)
@@ -193,6 +222,7 @@ async def test_a_dispatcher_killed_mid_approve_is_resumed_by_another_without_pay
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
     [first] = run_dispatchers(provider, dispatcher_lease_s=1.0)
     await asyncio.wait_for(gate.wait(), 10)
+
     # Like SIGKILL: no drain, no release, no heartbeat; the row stays in_progress until its lease runs out.
     async def no_drain() -> None:
         for task in list(first.dispatcher._tasks.values()):
@@ -209,7 +239,9 @@ async def test_a_dispatcher_killed_mid_approve_is_resumed_by_another_without_pay
     assert await pool.fetchval("SELECT attempts FROM outbox WHERE payroll_id = $1", payroll) == 2
 
 
-async def test_a_row_that_keeps_crashing_the_flow_ends_dead_not_in_a_loop(pool: asyncpg.Pool, run_dispatchers) -> None:
+async def test_a_row_that_keeps_crashing_the_flow_ends_dead_not_in_a_loop(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
     provider = FakeIntaSend()
 
     async def buggy_initiate(**_kwargs):
@@ -219,5 +251,7 @@ async def test_a_row_that_keeps_crashing_the_flow_ends_dead_not_in_a_loop(pool: 
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
     run_dispatchers(provider, dispatcher_max_errors=3)
     assert await wait_final(pool, [payroll]) == {payroll: "FAILED"}
-    row = await pool.fetchrow("SELECT status, attempts, last_error FROM outbox WHERE payroll_id = $1", payroll)
+    row = await pool.fetchrow(
+        "SELECT status, attempts, last_error FROM outbox WHERE payroll_id = $1", payroll
+    )
     assert row["status"] == "dead" and row["attempts"] == 3 and "RuntimeError" in row["last_error"]

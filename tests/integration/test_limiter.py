@@ -18,7 +18,9 @@ def most_in_any_window(stamps: list[float], window: float = 1.0) -> int:
     return best
 
 
-async def test_three_processes_together_stay_within_the_limit_in_every_sliding_window(pool: asyncpg.Pool) -> None:
+async def test_three_processes_together_stay_within_the_limit_in_every_sliding_window(
+    pool: asyncpg.Pool,
+) -> None:
     """Three limiters (as in three dispatcher processes) share one budget through PostgreSQL."""
     limiters = [ProviderRateLimiter(pool, max_rps=10) for _ in range(3)]
     stamps: list[float] = []

@@ -9,8 +9,12 @@ from tests import factories
 
 
 async def test_enqueue_writes_one_row_per_batch_of_items_per_provider(pool: asyncpg.Pool) -> None:
-    payroll_id = await factories.processing_payroll(pool, accounts=[f"2547{n:08d}" for n in range(25)], batch_size=10)
-    rows = await pool.fetch("SELECT kind, payload, status, attempts FROM outbox WHERE payroll_id = $1 ORDER BY id", payroll_id)
+    payroll_id = await factories.processing_payroll(
+        pool, accounts=[f"2547{n:08d}" for n in range(25)], batch_size=10
+    )
+    rows = await pool.fetch(
+        "SELECT kind, payload, status, attempts FROM outbox WHERE payroll_id = $1 ORDER BY id", payroll_id
+    )
     assert [len(r["payload"]["item_ids"]) for r in rows] == [10, 10, 5]
     assert {r["kind"] for r in rows} == {"send_batch"}
     assert {r["status"] for r in rows} == {"pending"}
@@ -38,7 +42,10 @@ async def test_an_expired_lease_is_claimed_again_and_fences_out_the_old_holder(p
     [second] = await outbox.claim(pool, worker="new", lease_s=30, limit=5)
     assert second.id == first.id and second.attempts == 2 and second.lease_token != first.lease_token
     # The old holder can no longer extend, release or finish the row.
-    assert await outbox.extend_leases(pool, worker="old", lease_s=30, held={first.id: first.lease_token}) == set()
+    assert (
+        await outbox.extend_leases(pool, worker="old", lease_s=30, held={first.id: first.lease_token})
+        == set()
+    )
     assert not await outbox.release(pool, first.id, first.lease_token, delay_s=0)
     async with pool.acquire() as conn, conn.transaction():
         assert not await outbox.hold_lease(conn, first.id, first.lease_token)

@@ -19,7 +19,9 @@ async def _approved_batch(pool: asyncpg.Pool) -> tuple[int, str]:
     batch_id = await pool.fetchval(
         """INSERT INTO provider_batches (outbox_id, payroll_id, tracking_id, nonce, stage, initiate_response)
            VALUES ($1, $2, $3, 'n', 'approved', '{}') RETURNING id""",
-        row.id, row.payroll_id, tracking_id,
+        row.id,
+        row.payroll_id,
+        tracking_id,
     )
     await pool.execute("UPDATE payroll_items SET provider_batch_id = $1, status = 'SUBMITTED'", batch_id)
     assert await outbox.release(pool, row.id, row.lease_token, delay_s=3600)
@@ -27,16 +29,27 @@ async def _approved_batch(pool: asyncpg.Pool) -> tuple[int, str]:
 
 
 def _callback(tracking_id: str, challenge: str | None = CHALLENGE, code: str = "BC100") -> dict[str, object]:
-    body: dict[str, object] = {"tracking_id": tracking_id, "status": "Completed", "status_code": code,
-                               "transactions": [{"status_code": "TS100", "account": "254700000001"}]}
+    body: dict[str, object] = {
+        "tracking_id": tracking_id,
+        "status": "Completed",
+        "status_code": code,
+        "transactions": [{"status_code": "TS100", "account": "254700000001"}],
+    }
     if challenge is not None:
         body["challenge"] = challenge
     return body
 
 
-async def test_callbacks_are_refused_without_the_configured_challenge(pool: asyncpg.Pool, database_url: str) -> None:
+async def test_callbacks_are_refused_without_the_configured_challenge(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
     row_id, tracking_id = await _approved_batch(pool)
-    for configured, sent in ((None, CHALLENGE), (CHALLENGE, None), (CHALLENGE, "wrong"), (CHALLENGE, CHALLENGE[:-1])):
+    for configured, sent in (
+        (None, CHALLENGE),
+        (CHALLENGE, None),
+        (CHALLENGE, "wrong"),
+        (CHALLENGE, CHALLENGE[:-1]),
+    ):
         s = api_support.settings(database_url, intasend_webhook_challenge=configured)
         async with api_support.client(s, pool) as c:
             response = await c.post("/webhooks/intasend", json=_callback(tracking_id, sent))
@@ -63,12 +76,16 @@ async def test_a_callback_wakes_the_batch_and_sets_no_state(pool: asyncpg.Pool, 
     assert all("challenge" not in r["body"] for r in kept)
 
 
-async def test_a_callback_for_an_unknown_batch_is_kept_and_ignored(pool: asyncpg.Pool, database_url: str) -> None:
+async def test_a_callback_for_an_unknown_batch_is_kept_and_ignored(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
     s = api_support.settings(database_url, intasend_webhook_challenge=CHALLENGE)
     async with api_support.client(s, pool) as c:
         response = await c.post("/webhooks/intasend", json=_callback("unknown-batch"))
         missing = await c.post("/webhooks/intasend", json={"challenge": CHALLENGE})
-        garbage = await c.post("/webhooks/intasend", content=b"{nope", headers={"content-type": "application/json"})
+        garbage = await c.post(
+            "/webhooks/intasend", content=b"{nope", headers={"content-type": "application/json"}
+        )
     assert response.status_code == 200
     assert missing.status_code == 422 and garbage.status_code == 400
     assert await pool.fetchval("SELECT count(*) FROM provider_callbacks") == 1

@@ -10,8 +10,18 @@ from shared.batches import Item
 
 
 def item(n: int, ref: str | None = None, account: str | None = None, amount: str = "100.00") -> Item:
-    return Item(n, n, f"W{n}", account or f"2547000000{n:02d}", Decimal(amount), "MPESA-B2C", None, None,
-                "SUBMITTED", ref or f"ref-{n}")
+    return Item(
+        n,
+        n,
+        f"W{n}",
+        account or f"2547000000{n:02d}",
+        Decimal(amount),
+        "MPESA-B2C",
+        None,
+        None,
+        "SUBMITTED",
+        ref or f"ref-{n}",
+    )
 
 
 def txn(n: int, code: str | None, **kw: object) -> Transaction:
@@ -24,11 +34,21 @@ def batch(code: str, *txns: Transaction, status: str = "") -> Batch:
 
 def test_a_completed_batch_maps_each_transaction_code() -> None:
     items = [item(0), item(1), item(2)]
-    reading = outcomes.read_status(batch("BC100", txn(0, "TS100", provider_reference="R0"),
-                                          txn(1, "TF106", failure_reason="Invalid account"), txn(2, "TF105")), items)
+    reading = outcomes.read_status(
+        batch(
+            "BC100",
+            txn(0, "TS100", provider_reference="R0"),
+            txn(1, "TF106", failure_reason="Invalid account"),
+            txn(2, "TF105"),
+        ),
+        items,
+    )
     assert reading.final
     assert [(o.status, o.provider_reference) for o in reading.outcomes] == [
-        ("PAID", "R0"), ("FAILED", None), ("NEEDS_REVIEW", None)]
+        ("PAID", "R0"),
+        ("FAILED", None),
+        ("NEEDS_REVIEW", None),
+    ]
     assert "Invalid account" in (reading.outcomes[1].reason or "")
 
 
@@ -41,7 +61,8 @@ def test_a_completed_batch_with_items_still_moving_is_not_final() -> None:
 def test_a_failed_batch_fails_unstarted_items_and_sends_in_flight_ones_to_review(code: str) -> None:
     items = [item(0), item(1), item(2), item(3)]
     reading = outcomes.read_status(
-        batch(code, txn(0, "TP101"), txn(1, "TS100"), txn(2, "TH107"), txn(3, "TF105")), items)
+        batch(code, txn(0, "TP101"), txn(1, "TS100"), txn(2, "TH107"), txn(3, "TF105")), items
+    )
     assert reading.final
     assert [o.status for o in reading.outcomes] == ["FAILED", "PAID", "NEEDS_REVIEW", "NEEDS_REVIEW"]
     assert code in (reading.outcomes[0].reason or "")
@@ -65,8 +86,10 @@ def test_awaiting_approval_by_code_or_by_status_text() -> None:
 
 def test_references_match_by_position_then_by_account_and_amount() -> None:
     items = [item(0, account="254700000001"), item(1, account="254700000002")]
-    in_order = [Transaction("a", "254700000001", Decimal("100"), "TP101", None),
-                Transaction("b", "254700000002", Decimal("100.00"), "TP101", None)]
+    in_order = [
+        Transaction("a", "254700000001", Decimal("100"), "TP101", None),
+        Transaction("b", "254700000002", Decimal("100.00"), "TP101", None),
+    ]
     assert outcomes.match_references(items, in_order) == {0: "a", 1: "b"}
     assert outcomes.match_references(items, list(reversed(in_order))) == {0: "a", 1: "b"}
     assert outcomes.match_references(items, in_order[:1]) is None

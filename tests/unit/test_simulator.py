@@ -62,8 +62,8 @@ def payload(*items: dict[str, Any], provider: str = "MPESA-B2C", approval: str =
         "requires_approval": approval,
         "callback_url": None,
         "wallet_id": None,
-        "transactions": list(items) or [{"name": "Jane Doe", "account": "254712345678", "amount": 38,
-                                         "narrative": "Salary Nov"}],
+        "transactions": list(items)
+        or [{"name": "Jane Doe", "account": "254712345678", "amount": 38, "narrative": "Salary Nov"}],
     }
 
 
@@ -97,17 +97,26 @@ async def get_json(client: TestClient, path: str) -> Any:
 # --- the happy path -------------------------------------------------------------------------------------------
 async def test_initiate_approve_status_completes_and_pays(make_client: MakeClient) -> None:
     client = await make_client()
-    batch = await initiate(client, {"name": "Jane Doe", "account": "254712345678", "amount": 38, "narrative": "Nov"},
-                           {"name": "John", "account": 254101234567, "amount": "12.5"})
+    batch = await initiate(
+        client,
+        {"name": "Jane Doe", "account": "254712345678", "amount": 38, "narrative": "Nov"},
+        {"name": "John", "account": 254101234567, "amount": "12.5"},
+    )
     assert batch["status"] == "Preview and approve" and batch["status_code"] == "BP103"
     uuid.UUID(batch["tracking_id"], version=4)
     assert batch["nonce"] and batch["file_id"]
-    assert batch["total_amount"] == "50.50" and "charge_estimate" in batch and "total_amount_estimate" in batch
+    assert (
+        batch["total_amount"] == "50.50" and "charge_estimate" in batch and "total_amount_estimate" in batch
+    )
     assert batch["wallet"]["currency"] == "KES"
     first, second = batch["transactions"]
     assert first["status"] == "Pending" and first["status_code"] == "TP101"
     assert first["account"] == "254712345678" and first["amount"] == "38.00" and first["narrative"] == "Nov"
-    assert first["provider"] == "MPESA-B2C" and first["currency"] == "KES" and first["provider_reference"] is None
+    assert (
+        first["provider"] == "MPESA-B2C"
+        and first["currency"] == "KES"
+        and first["provider_reference"] is None
+    )
     assert second["account"] == "254101234567" and second["amount"] == "12.50"
     uuid.UUID(first["request_reference_id"], version=4)
 
@@ -124,7 +133,9 @@ async def test_initiate_approve_status_completes_and_pays(make_client: MakeClien
     ledger = await get_json(client, "/sim/ledger")
     assert ledger["total_paid"] == "50.50"
     assert {(p["account"], p["amount"], p["paid"], p["determined"]) for p in ledger["payments"]} == {
-        ("254712345678", "38.00", True, True), ("254101234567", "12.50", True, True)}
+        ("254712345678", "38.00", True, True),
+        ("254101234567", "12.50", True, True),
+    }
     refs = {p["request_reference_id"]: p["provider_reference"] for p in ledger["payments"]}
     assert refs == {t["request_reference_id"]: t["provider_reference"] for t in done["transactions"]}
     assert all(p["paid_at"] for p in ledger["payments"])
@@ -151,7 +162,9 @@ async def test_approving_twice_pays_once(make_client: MakeClient) -> None:
     results = await asyncio.gather(*(post(client, APPROVE, batch) for _ in range(3)))
     assert [s for s, _ in results] == [200, 200, 200]
     await wait_final(client, batch["tracking_id"])
-    status, again = await post(client, APPROVE, {"tracking_id": batch["tracking_id"], "nonce": batch["nonce"]})
+    status, again = await post(
+        client, APPROVE, {"tracking_id": batch["tracking_id"], "nonce": batch["nonce"]}
+    )
     assert status == 200 and again["status_code"] == "BC100"
     await asyncio.sleep(0.1)
     ledger = await get_json(client, "/sim/ledger")
@@ -164,8 +177,11 @@ async def test_approve_rejects_wrong_or_missing_nonce_and_unknown_batch(make_cli
     status, body = await post(client, APPROVE, {**batch, "nonce": "wrong"})
     assert status == 400 and body["type"] == "validation_error" and body["errors"][0]["attr"] == "nonce"
     status, body = await post(client, APPROVE, {"tracking_id": batch["tracking_id"]})
-    assert status == 400 and body["errors"][0] == {"code": "required", "detail": "This field is required.",
-                                                   "attr": "nonce"}
+    assert status == 400 and body["errors"][0] == {
+        "code": "required",
+        "detail": "This field is required.",
+        "attr": "nonce",
+    }
     status, body = await post(client, APPROVE, {"tracking_id": str(uuid.uuid4()), "nonce": batch["nonce"]})
     assert status == 404 and body == {"detail": "Not found."}
     status, body = await post(client, STATUS, {"tracking_id": str(uuid.uuid4())})
@@ -192,15 +208,20 @@ async def test_approve_rejects_wrong_or_missing_nonce_and_unknown_batch(make_cli
         ({"transactions": [{"account": "254712345678", "amount": 0}]}, "transactions.0.amount"),
         ({"transactions": [{"account": "254712345678", "amount": "ten"}]}, "transactions.0.amount"),
         ({"transactions": [{"account": "254712345678", "amount": 10.005}]}, "transactions.0.amount"),
-        ({"transactions": [{"account": "254712345678", "amount": 1}, {"account": "254712345678"}]},
-         "transactions.1.amount"),
-        ({"provider": "PESALINK", "transactions": [{"account": "0011223344", "amount": 10}]},
-         "transactions.0.bank_code"),
+        (
+            {"transactions": [{"account": "254712345678", "amount": 1}, {"account": "254712345678"}]},
+            "transactions.1.amount",
+        ),
+        (
+            {"provider": "PESALINK", "transactions": [{"account": "0011223344", "amount": 10}]},
+            "transactions.0.bank_code",
+        ),
         ({"wallet_id": "NOTMINE"}, "wallet_id"),
     ],
 )
-async def test_initiate_validation_errors_name_the_field(make_client: MakeClient, change: dict[str, Any],
-                                                         attr: str) -> None:
+async def test_initiate_validation_errors_name_the_field(
+    make_client: MakeClient, change: dict[str, Any], attr: str
+) -> None:
     client = await make_client()
     status, body = await post(client, INITIATE, {**payload(), **change})
     assert status == 400, body
@@ -222,7 +243,9 @@ async def test_bad_json_and_missing_auth(make_client: MakeClient) -> None:
     resp = await client.post(INITIATE, data=b"{not json", headers=AUTH)
     assert resp.status == 400 and (await resp.json())["errors"][0]["code"] == "parse_error"
     resp = await client.post(INITIATE, json=payload())
-    assert resp.status == 401 and await resp.json() == {"detail": "Authentication credentials were not provided."}
+    assert resp.status == 401 and await resp.json() == {
+        "detail": "Authentication credentials were not provided."
+    }
     resp = await client.get(WALLETS, headers={"Authorization": "Bearer "})
     assert resp.status == 401
     resp = await client.get("/api/v1/no-such-thing/", headers=AUTH)
@@ -232,7 +255,9 @@ async def test_bad_json_and_missing_auth(make_client: MakeClient) -> None:
 # --- settlement outcomes --------------------------------------------------------------------------------------
 async def test_failing_account_ends_tf106_and_is_not_paid(make_client: MakeClient) -> None:
     client = await make_client(fail_accounts=frozenset({"254700000001"}))
-    batch = await initiate(client, {"account": "254700000001", "amount": 10}, {"account": "254712345678", "amount": 5})
+    batch = await initiate(
+        client, {"account": "254700000001", "amount": 10}, {"account": "254712345678", "amount": 5}
+    )
     await post(client, APPROVE, batch)
     done = await wait_final(client, batch["tracking_id"])
     failed, ok = done["transactions"]
@@ -241,7 +266,10 @@ async def test_failing_account_ends_tf106_and_is_not_paid(make_client: MakeClien
     assert ok["status_code"] == "TS100"
     ledger = await get_json(client, "/sim/ledger")
     assert ledger["total_paid"] == "5.00"
-    assert {p["account"]: p["paid"] for p in ledger["payments"]} == {"254700000001": False, "254712345678": True}
+    assert {p["account"]: p["paid"] for p in ledger["payments"]} == {
+        "254700000001": False,
+        "254712345678": True,
+    }
 
 
 async def test_undetermined_account_ends_tf105_and_ledger_knows_the_truth(make_client: MakeClient) -> None:
@@ -407,10 +435,18 @@ async def test_reset_clears_everything(make_client: MakeClient) -> None:
 
 # --- configuration and --help --------------------------------------------------------------------------------
 def test_config_from_env() -> None:
-    config = SimConfig.from_env({
-        "SIM_PORT": "0", "SIM_MAX_RPS": "0", "SIM_429_RETRY_AFTER": "0", "SIM_FAIL_ACCOUNTS": "254700000001, 2547000002",
-        "SIM_FAULT_ENDPOINTS": "approve,status", "SIM_BALANCE": "12.5", "SIM_SEED": "42", "SIM_PROCESSING_S": "0",
-    })
+    config = SimConfig.from_env(
+        {
+            "SIM_PORT": "0",
+            "SIM_MAX_RPS": "0",
+            "SIM_429_RETRY_AFTER": "0",
+            "SIM_FAIL_ACCOUNTS": "254700000001, 2547000002",
+            "SIM_FAULT_ENDPOINTS": "approve,status",
+            "SIM_BALANCE": "12.5",
+            "SIM_SEED": "42",
+            "SIM_PROCESSING_S": "0",
+        }
+    )
     assert config.port == 0 and config.max_rps == 0 and config.retry_after is False
     assert config.fail_accounts == {"254700000001", "2547000002"}
     assert config.fault_endpoints == {"approve", "status"}
@@ -420,8 +456,15 @@ def test_config_from_env() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SIM_PORT", "70000"), ("SIM_MAX_RPS", "-1"), ("SIM_ERROR_RATE_AFTER", "1.5"), ("SIM_BALANCE", "lots"),
-     ("SIM_FAULT_ENDPOINTS", "initiate,refund"), ("SIM_429_RETRY_AFTER", "maybe"), ("SIM_LATENCY_MS", "nan")],
+    [
+        ("SIM_PORT", "70000"),
+        ("SIM_MAX_RPS", "-1"),
+        ("SIM_ERROR_RATE_AFTER", "1.5"),
+        ("SIM_BALANCE", "lots"),
+        ("SIM_FAULT_ENDPOINTS", "initiate,refund"),
+        ("SIM_429_RETRY_AFTER", "maybe"),
+        ("SIM_LATENCY_MS", "nan"),
+    ],
 )
 def test_config_errors_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SimConfigError, match=name):
@@ -431,9 +474,22 @@ def test_config_errors_name_the_variable(name: str, value: str) -> None:
 def test_help_lists_every_variable() -> None:
     text = build_parser().format_help()
     expected = {
-        "SIM_HOST", "SIM_PORT", "SIM_MAX_RPS", "SIM_LATENCY_MS", "SIM_ERROR_RATE_BEFORE", "SIM_ERROR_RATE_AFTER",
-        "SIM_HANG_AFTER_RATE", "SIM_SLOW_RATE", "SIM_SLOW_MS", "SIM_429_STORM_RATE", "SIM_429_RETRY_AFTER",
-        "SIM_FAIL_ACCOUNTS", "SIM_UNDETERMINED_ACCOUNTS", "SIM_BALANCE", "SIM_PROCESSING_S", "SIM_SEED",
+        "SIM_HOST",
+        "SIM_PORT",
+        "SIM_MAX_RPS",
+        "SIM_LATENCY_MS",
+        "SIM_ERROR_RATE_BEFORE",
+        "SIM_ERROR_RATE_AFTER",
+        "SIM_HANG_AFTER_RATE",
+        "SIM_SLOW_RATE",
+        "SIM_SLOW_MS",
+        "SIM_429_STORM_RATE",
+        "SIM_429_RETRY_AFTER",
+        "SIM_FAIL_ACCOUNTS",
+        "SIM_UNDETERMINED_ACCOUNTS",
+        "SIM_BALANCE",
+        "SIM_PROCESSING_S",
+        "SIM_SEED",
         "SIM_FAULT_ENDPOINTS",
     }
     assert {name for name, _, _ in ENV_VARS} == expected
