@@ -7,7 +7,10 @@ Two layers:
   more than the whole budget;
 - a row in PostgreSQL (`provider_rate`) hands out send slots one interval apart to all processes (GCRA with a
   burst of one). Slots are spaced `1 / (max_rps * HEADROOM)` apart, so any one-second window holds at most
-  max_rps of them with a few per cent to spare for jitter between our clock and the provider's.
+  max_rps of them with a few per cent to spare for jitter between our clock and the provider's;
+- the hard guarantee: a log of when requests really left (`provider_sends`). Right before a request goes out,
+  `payrun_take_send` logs it only if fewer than max_rps requests left in the last WINDOW_S seconds. A request
+  that a busy machine wakes late for its slot therefore waits again instead of bunching with the next ones.
 
 A 429 pauses everyone: the pause is written to the same row, honouring `Retry-After` when the provider sends
 one and backing off exponentially when it does not.
@@ -16,6 +19,7 @@ one and backing off exponentially when it does not.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import asyncpg
@@ -25,6 +29,9 @@ from shared import sqlfiles
 from shared.logging import get_logger
 
 HEADROOM = 0.97
+# The send log's window: one second plus a margin for the time between logging a request and the provider
+# stamping its arrival.
+WINDOW_S = 1.02
 MIN_PAUSE_S, MAX_PAUSE_S = 1.0, 60.0
 
 log = get_logger(__name__)
@@ -39,6 +46,7 @@ class ProviderRateLimiter:
         self._pool = pool
         self._name = name
         self.interval_s = 1.0 / (max_rps * HEADROOM)
+        self.max_in_window = max(1, math.floor(max_rps))
         self._local = AsyncLimiter(1, self.interval_s)
         # One reservation at a time per process: the slots handed out never run more than one interval per
         # process ahead of the clock, so a pause after a 429 takes effect at once.
@@ -53,15 +61,13 @@ class ProviderRateLimiter:
             await self._local.acquire()
             while True:
                 row = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
-                wait_s, epoch = max(0.0, row["wait_s"]), row["pause_epoch"]
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
-                if wait_s < 0.05:
+                if row["wait_s"] > 0:
+                    await asyncio.sleep(row["wait_s"])
+                taken = await self._pool.fetchrow(_q("take_send"), self._name, self.max_in_window, WINDOW_S)
+                if taken["sent"]:
                     break
-                state = await self._pool.fetchrow(_q("pause_state"), self._name)
-                if state["pause_epoch"] == epoch or state["paused_for_s"] <= 0:
-                    break
-                # A 429 paused everyone while we waited: our slot predates the pause, take a new one.
+                # Woken late, or a 429 paused everyone meanwhile: wait as told, then take a new slot.
+                await asyncio.sleep(max(taken["wait_s"], 0.001))
         waited = time.monotonic() - started
         self.waited_s_total += waited
         return waited

@@ -17,8 +17,7 @@ SET paused_until = greatest(paused_until, clock_timestamp() + make_interval(secs
 WHERE name = $1
 RETURNING pause_epoch;
 
--- pause_state --
--- (greatest() keeps '-infinity' out of the subtraction, which PostgreSQL 15 refuses.)
-SELECT pause_epoch,
-       extract(epoch FROM (greatest(paused_until, clock_timestamp()) - clock_timestamp()))::float8 AS paused_for_s
-FROM provider_rate WHERE name = $1;
+-- take_send --
+-- The last step before a request leaves: log it if fewer than max_rps requests left in the last window,
+-- else say how long to wait (see payrun_take_send in sql/migrations/0005_provider_send_log.sql).
+SELECT sent, wait_s, pause_epoch FROM payrun_take_send($1, $2, $3);

@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import asyncpg
+import pytest
 
 from dispatcher_service.limiter import ProviderRateLimiter
 
@@ -53,3 +54,30 @@ async def test_a_429_pauses_every_process(pool: asyncpg.Pool) -> None:
     started = time.monotonic()
     await second.acquire()
     assert time.monotonic() - started >= 0.9
+
+
+async def test_a_request_that_wakes_late_does_not_bunch_the_next_ones(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy machine wakes a waiting request late; the schedule moves with it instead of catching up."""
+    from dispatcher_service import limiter as limiter_module
+
+    real_sleep = asyncio.sleep
+    calls = 0
+
+    async def late_sleep(delay: float) -> None:
+        nonlocal calls
+        calls += 1
+        await real_sleep(delay + (0.09 if calls % 4 == 0 else 0.0))
+
+    monkeypatch.setattr(limiter_module.asyncio, "sleep", late_sleep)
+    limiters = [ProviderRateLimiter(pool, max_rps=10) for _ in range(2)]  # two processes
+    stamps: list[float] = []
+
+    async def worker(limiter: ProviderRateLimiter) -> None:
+        for _ in range(15):
+            await limiter.acquire()
+            stamps.append(time.monotonic())
+
+    await asyncio.gather(*(worker(limiter) for limiter in limiters))
+    assert most_in_any_window(stamps) <= 10
