@@ -21,9 +21,24 @@ async def _preflight(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
+    """One process, or API_WORKERS processes sharing the port (each builds its app from the environment)."""
     from api_service.app import create_app
 
     asyncio.run(_preflight(settings))
+    if settings.api_workers > 1:
+        uvicorn.run(
+            "api_service.app:create_app_from_env",
+            factory=True,
+            workers=settings.api_workers,
+            host=settings.api_host,
+            port=settings.api_port,
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+        )
+        return
     config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,

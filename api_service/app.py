@@ -49,3 +49,12 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> Starl
         exception_handlers=errors.handlers(),
         lifespan=lifespan,
     )
+
+
+def create_app_from_env() -> Starlette:
+    """For API_WORKERS > 1: uvicorn starts each worker process from this factory."""
+    from shared.logging import configure
+
+    settings = Settings.from_env()
+    configure(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -78,6 +78,7 @@ class Settings:
     database_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = 1
     api_key_rate: float = 50.0
     api_key_burst: int = 100
     intasend_base_url: str = "https://sandbox.intasend.com"
@@ -105,6 +106,7 @@ class Settings:
             database_url=_read(env, "DATABASE_URL", _database_url, None),
             api_host=_read(env, "API_HOST", str, "127.0.0.1"),
             api_port=_read(env, "API_PORT", _port, 8000),
+            api_workers=_read(env, "API_WORKERS", _positive_int, 1),
             api_key_rate=_read(env, "API_KEY_RATE", _positive_float, 50.0),
             api_key_burst=_read(env, "API_KEY_BURST", _positive_int, 100),
             intasend_base_url=_read(env, "INTASEND_BASE_URL", _base_url, "https://sandbox.intasend.com"),
