@@ -72,9 +72,15 @@ async def run(
     request_hash: bytes,
     work: Callable[[asyncpg.Connection], Awaitable[Reply]],
 ) -> Response:
-    """Run `work` in one transaction with the key claimed first and its reply stored last (when keyed)."""
+    """Run `work`; with a key, in one transaction with the key claimed first and its reply stored last.
+
+    Without a key, `work` runs on a plain connection: each repository function it calls is atomic by itself.
+    """
+    if key is None:
+        async with pool.acquire() as conn:
+            return (await work(conn)).response()
     async with pool.acquire() as conn, conn.transaction():
-        if key is not None and not await conn.fetchval(_q("claim_key"), employer_id, key, request_hash):
+        if not await conn.fetchval(_q("claim_key"), employer_id, key, request_hash):
             stored = await conn.fetchrow(_q("stored_response"), employer_id, key)
             if stored is None:  # taken and gone again between the two statements (a key expiry, say)
                 raise errors.IdempotencyKeyInFlight()
@@ -87,10 +93,7 @@ async def run(
             )
             return reply.response(replayed=True)
         reply = await work(conn)
-        if key is not None:
-            await conn.execute(
-                _q("store_response"), employer_id, key, reply.status, reply.body, reply.headers
-            )
+        await conn.execute(_q("store_response"), employer_id, key, reply.status, reply.body, reply.headers)
     return reply.response()
 
 

@@ -18,7 +18,8 @@ import asyncpg
 
 from shared import sqlfiles
 
-NOTIFY_CHANNEL = "payrun_outbox"
+NOTIFY_CHANNEL = "payrun_outbox"  # also named in sql/queries/outbox.sql (start_payroll)
+Executor = asyncpg.Connection | asyncpg.Pool
 
 
 def _q(name: str) -> str:
@@ -42,11 +43,11 @@ class Claimed:
         )
 
 
-async def enqueue_payroll(conn: asyncpg.Connection, payroll_id: uuid.UUID, batch_size: int) -> list[int]:
-    """Write the payroll's send_batch rows in the caller's transaction and wake the dispatchers at commit."""
-    rows = await conn.fetch(_q("enqueue_payroll"), payroll_id, batch_size)
-    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(payroll_id))
-    return [r["id"] for r in rows]
+async def start_payroll(conn: Executor, payroll_id: uuid.UUID, employer_id: uuid.UUID, batch_size: int) -> bool:
+    """DRAFT → PROCESSING with the payroll's send_batch rows, atomically (one statement); wakes the
+    dispatchers at commit. False when the payroll was not DRAFT (nothing written)."""
+    row = await conn.fetchrow(_q("start_payroll"), payroll_id, employer_id, batch_size)
+    return bool(row["started"])
 
 
 async def claim(

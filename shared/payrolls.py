@@ -145,11 +145,16 @@ class Page:
 async def create(
     conn: asyncpg.Connection, employer_id: uuid.UUID, new: NewPayroll
 ) -> tuple[Payroll, list[Item]]:
-    """Insert a DRAFT payroll and all its items (one statement for the items) in the caller's transaction.
+    """Insert a DRAFT payroll and all its items (one statement for the items) in one transaction (a
+    savepoint of the caller's, if it has one).
 
     A reference the employer already used raises `DuplicateReference` naming the existing payroll's id.
     """
-    assert conn.is_in_transaction(), "payrolls.create must run inside the caller's transaction"
+    async with conn.transaction():
+        return await _create(conn, employer_id, new)
+
+
+async def _create(conn: asyncpg.Connection, employer_id: uuid.UUID, new: NewPayroll) -> tuple[Payroll, list[Item]]:
     payroll_id = uuid.uuid4()
     try:
         # A savepoint: the unique violation aborts only it, so the existing id can still be read below.
@@ -217,14 +222,12 @@ async def list_page(
 async def start_processing(
     conn: asyncpg.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID, *, batch_size: int
 ) -> bool:
-    """DRAFT → PROCESSING with its outbox rows, in the caller's transaction.
+    """DRAFT → PROCESSING with its outbox rows, in one statement (inside the caller's transaction, if any).
 
     Returns True when this call started the payroll, False when it was already PROCESSING (nothing written).
     Raises `PayrollNotFound`, or `PayrollFinal` for a payroll in a final state.
     """
-    assert conn.is_in_transaction(), "the status change and the outbox rows must commit together"
-    if await conn.fetchrow(_q("start_processing"), payroll_id, employer_id) is not None:
-        await outbox.enqueue_payroll(conn, payroll_id, batch_size)
+    if await outbox.start_payroll(conn, payroll_id, employer_id, batch_size):
         return True
     status = await conn.fetchval(_q("payroll_state"), payroll_id, employer_id)
     if status is None:

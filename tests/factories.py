@@ -25,15 +25,14 @@ async def processing_payroll(
     batch_size: int = 500,
     provider: str = "MPESA-B2C",
 ) -> uuid.UUID:
-    """A payroll set to PROCESSING with its outbox rows, in one transaction, as POST .../process does."""
+    """A payroll set to PROCESSING with its outbox rows, as POST .../process does."""
     employer_id = employer_id or await employer(pool)
     accounts = accounts or [f"2547{n:08d}" for n in range(10)]
     payroll_id = uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            """INSERT INTO payrolls (id, employer_id, reference, currency, status, item_count, total_amount,
-                                     processing_started_at)
-               VALUES ($1, $2, $3, 'KES', 'PROCESSING', $4, $5, now())""",
+            """INSERT INTO payrolls (id, employer_id, reference, currency, status, item_count, total_amount)
+               VALUES ($1, $2, $3, 'KES', 'DRAFT', $4, $5)""",
             payroll_id,
             employer_id,
             f"REF-{payroll_id.hex[:8]}",
@@ -56,5 +55,5 @@ async def processing_payroll(
                 for n, acct in enumerate(accounts)
             ],
         )
-        await outbox.enqueue_payroll(conn, payroll_id, batch_size)
+    assert await outbox.start_payroll(pool, payroll_id, employer_id, batch_size)
     return payroll_id

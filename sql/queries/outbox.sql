@@ -1,19 +1,30 @@
--- enqueue_payroll --
--- Write one `send_batch` row per batch of the payroll's items: grouped by provider (IntaSend's provider is
--- per batch), in item order, at most $2 items a batch. Runs in the caller's transaction, the one that sets
--- the payroll to PROCESSING, so the rows exist exactly when that change does.
-INSERT INTO outbox (payroll_id, kind, payload)
-SELECT $1, 'send_batch',
-       jsonb_build_object('provider', provider, 'currency', 'KES', 'item_ids', jsonb_agg(id ORDER BY position))
-FROM (
-    SELECT id, position, provider,
-           (row_number() OVER (PARTITION BY provider ORDER BY position) - 1) / $2 AS chunk
-    FROM payroll_items
-    WHERE payroll_id = $1
-) numbered
-GROUP BY provider, chunk
-ORDER BY min(position)
-RETURNING id;
+-- start_payroll --
+-- DRAFT → PROCESSING and the payroll's outbox rows in ONE statement, hence one atomic commit: one
+-- `send_batch` row per batch of items, grouped by provider (IntaSend's provider is per batch), in item
+-- order, at most $3 items a batch. The UPDATE's row lock makes a concurrent second call wait, then find the
+-- payroll no longer DRAFT and write nothing. pg_notify (delivered at commit) wakes the dispatchers.
+WITH started AS (
+    UPDATE payrolls
+    SET status = 'PROCESSING', processing_started_at = now(), updated_at = now()
+    WHERE id = $1 AND employer_id = $2 AND status = 'DRAFT'
+    RETURNING id
+), enqueued AS (
+    INSERT INTO outbox (payroll_id, kind, payload)
+    SELECT $1, 'send_batch',
+           jsonb_build_object('provider', provider, 'currency', 'KES', 'item_ids', jsonb_agg(id ORDER BY position))
+    FROM (
+        SELECT id, position, provider,
+               (row_number() OVER (PARTITION BY provider ORDER BY position) - 1) / $3 AS chunk
+        FROM payroll_items
+        WHERE payroll_id IN (SELECT id FROM started)
+    ) numbered
+    GROUP BY provider, chunk
+    ORDER BY min(position)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM started) > 0 AS started,
+       (SELECT count(*) FROM enqueued) AS rows,
+       CASE WHEN EXISTS (SELECT 1 FROM started) THEN pg_notify('payrun_outbox', $1::text) END AS notified;
 
 -- claim_batch --
 -- Take up to $3 rows that are due: pending rows whose back-off has passed, and in_progress rows whose lease

@@ -53,16 +53,8 @@ WHERE p.employer_id = $1
 ORDER BY p.created_at DESC, p.id DESC
 LIMIT $5;
 
--- start_processing --
--- DRAFT → PROCESSING, only from DRAFT. The row lock this takes makes a concurrent second call wait, then
--- find the payroll no longer DRAFT and update nothing: only the first call writes the outbox rows.
-UPDATE payrolls
-SET status = 'PROCESSING', processing_started_at = now(), updated_at = now()
-WHERE id = $1 AND employer_id = $2 AND status = 'DRAFT'
-RETURNING id, status, updated_at;
-
 -- payroll_state --
--- Why start_processing updated nothing: no such payroll (for this employer), already PROCESSING, or final.
+-- Why outbox.start_payroll started nothing: no such payroll (for this employer), already PROCESSING, or final.
 SELECT status FROM payrolls WHERE id = $1 AND employer_id = $2;
 
 -- status_summary --

@@ -89,8 +89,12 @@ async def test_the_throttle_forgets_the_least_recently_used_keys() -> None:
 def test_the_named_queries_exist() -> None:
     assert set(sqlfiles.load("payrolls")) == {
         "insert_payroll", "insert_items", "id_by_reference", "get_payroll", "get_items", "list_payrolls",
-        "start_processing", "payroll_state", "status_summary",
+        "payroll_state", "status_summary",
     }  # fmt: skip
+    assert {"start_payroll", "claim_batch", "extend_leases", "hold_lease", "release", "finish"} == set(
+        sqlfiles.load("outbox")
+    )
+    assert {"reserve_slot", "pause", "take_send"} == set(sqlfiles.load("rate"))
     assert set(sqlfiles.load("idempotency_keys")) == {"claim_key", "stored_response", "store_response"}
 
 
