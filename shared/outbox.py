@@ -43,7 +43,9 @@ class Claimed:
         )
 
 
-async def start_payroll(conn: Executor, payroll_id: uuid.UUID, employer_id: uuid.UUID, batch_size: int) -> bool:
+async def start_payroll(
+    conn: Executor, payroll_id: uuid.UUID, employer_id: uuid.UUID, batch_size: int
+) -> bool:
     """DRAFT → PROCESSING with the payroll's send_batch rows, atomically (one statement); wakes the
     dispatchers at commit. False when the payroll was not DRAFT (nothing written)."""
     row = await conn.fetchrow(_q("start_payroll"), payroll_id, employer_id, batch_size)

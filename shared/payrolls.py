@@ -154,7 +154,9 @@ async def create(
         return await _create(conn, employer_id, new)
 
 
-async def _create(conn: asyncpg.Connection, employer_id: uuid.UUID, new: NewPayroll) -> tuple[Payroll, list[Item]]:
+async def _create(
+    conn: asyncpg.Connection, employer_id: uuid.UUID, new: NewPayroll
+) -> tuple[Payroll, list[Item]]:
     payroll_id = uuid.uuid4()
     try:
         # A savepoint: the unique violation aborts only it, so the existing id can still be read below.

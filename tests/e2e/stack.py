@@ -63,7 +63,10 @@ class Stack:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", command],
-            cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         return name
 
@@ -116,18 +119,27 @@ class Client:
         self.headers = {"Authorization": f"Bearer {api_key}"}
 
     async def create(self, reference: str, accounts: list[str], amount: str = "100.00") -> str:
-        body = {"reference": reference, "currency": "KES",
-                "items": [{"name": f"Worker {n}", "account": a, "amount": amount} for n, a in enumerate(accounts)]}
+        body = {
+            "reference": reference,
+            "currency": "KES",
+            "items": [
+                {"name": f"Worker {n}", "account": a, "amount": amount} for n, a in enumerate(accounts)
+            ],
+        }
         async with self.session.post(f"{self.base}/payrolls", json=body, headers=self.headers) as resp:
             assert resp.status == 201, await resp.text()
             return str((await resp.json())["id"])
 
     async def process(self, payroll_id: str) -> int:
-        async with self.session.post(f"{self.base}/payrolls/{payroll_id}/process", headers=self.headers) as resp:
+        async with self.session.post(
+            f"{self.base}/payrolls/{payroll_id}/process", headers=self.headers
+        ) as resp:
             return resp.status
 
     async def status(self, payroll_id: str) -> dict[str, Any]:
-        async with self.session.get(f"{self.base}/payrolls/{payroll_id}/status", headers=self.headers) as resp:
+        async with self.session.get(
+            f"{self.base}/payrolls/{payroll_id}/status", headers=self.headers
+        ) as resp:
             assert resp.status == 200, await resp.text()
             return dict(await resp.json())
 
