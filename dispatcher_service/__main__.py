@@ -12,6 +12,7 @@ from dispatcher_service import metrics_server
 from dispatcher_service.dispatcher import Dispatcher
 from dispatcher_service.limiter import ProviderRateLimiter
 from dispatcher_service.provider.intasend import IntaSendClient
+from dispatcher_service.provider.protocol import ProviderError
 from dispatcher_service.retry import ProviderCaller
 from shared import db, migrate
 from shared.errors import PayrunError
@@ -34,7 +35,8 @@ async def main(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        connector = aiohttp.TCPConnector(limit=max(10, settings.dispatcher_concurrency))
+        # Long keep-alive: a request on a fresh connection leaves later than the limiter logged it.
+        connector = aiohttp.TCPConnector(limit=max(10, settings.dispatcher_concurrency), keepalive_timeout=60)
         async with (
             aiohttp.ClientSession(connector=connector) as session,
             metrics_server.serving(pool, settings.api_host, settings.dispatcher_metrics_port),
@@ -46,12 +48,23 @@ async def main(settings: Settings) -> None:
                 timeout_s=settings.intasend_timeout_s,
             )
             limiter = ProviderRateLimiter(pool, max_rps=settings.intasend_max_rps)
-            dispatcher = Dispatcher(
-                pool=pool, dsn=dsn, provider=provider, caller=ProviderCaller(limiter), settings=settings
-            )
+            caller = ProviderCaller(limiter)
+            await _check_provider(caller, provider)
+            dispatcher = Dispatcher(pool=pool, dsn=dsn, provider=provider, caller=caller, settings=settings)
             await dispatcher.run(stop)
     finally:
         await pool.close()
+
+
+async def _check_provider(caller: ProviderCaller, provider: IntaSendClient) -> None:
+    """One wallets request at start (counted by the limiter): opens the connection the first payouts reuse,
+    and says at once, in the log, when the provider is unreachable or refuses the secret key."""
+    try:
+        wallets = await caller.once("wallets", provider.wallets)
+    except ProviderError as exc:
+        log.error("provider_check_failed", error=str(exc), http_status=exc.status)
+        return
+    log.info("provider_check_ok", wallets=len(wallets))
 
 
 def run(settings: Settings) -> None:

@@ -22,9 +22,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _no_session_reset(_conn: asyncpg.Connection) -> None:
+    """payrun leaves no session state on pooled connections (LISTEN and advisory locks use their own
+    connections), so the default reset query, a round trip on every release, buys nothing. asyncpg still
+    rolls back a transaction left open."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60, **kwargs
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_no_session_reset,
+        command_timeout=60,
+        **kwargs,
     )
     assert pool is not None
     return pool
