@@ -63,14 +63,15 @@ class ProviderRateLimiter:
         started = time.monotonic()
         async with self._serial:
             await self._local.acquire()
+            row = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
+            if row["wait_s"] > 0:
+                await asyncio.sleep(row["wait_s"])
             while True:
-                row = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
-                if row["wait_s"] > 0:
-                    await asyncio.sleep(row["wait_s"])
                 taken = await self._pool.fetchrow(_q("take_send"), self._name, self.max_in_window, WINDOW_S)
                 if taken["sent"]:
                     break
-                # Woken late, or a 429 paused everyone meanwhile: wait as told, then take a new slot.
+                # Woken late, or a 429 paused everyone meanwhile: wait as told and ask again (a new slot
+                # would cost a whole interval more).
                 await asyncio.sleep(max(taken["wait_s"], 0.001))
         waited = time.monotonic() - started
         self.waited_s_total += waited
