@@ -1,0 +1,1 @@
+"""payrun's benchmarks: `python -m bench [name ...] [--quick]` (or `make bench`). See docs/performance.md."""
