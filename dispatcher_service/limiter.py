@@ -49,9 +49,9 @@ class ProviderRateLimiter:
         self._name = name
         self.interval_s = 1.0 / (max_rps * HEADROOM)
         self.max_in_window = max(1, math.floor(max_rps))
-        # This process alone never exceeds max_rps a second, whatever the database says; it is no tighter
-        # than the shared slots (a one-token bucket would make every request wait a whole extra interval).
-        self._local = AsyncLimiter(max(1.0, max_rps), 1.0)
+        # One token per interval: this process alone never sends faster than the shared pace, whatever the
+        # database says. (A bucket of max_rps a second measured more 429s: see docs/performance.md.)
+        self._local = AsyncLimiter(1, self.interval_s)
         # One reservation at a time per process: the slots handed out never run more than one interval per
         # process ahead of the clock, so a pause after a 429 takes effect at once.
         self._serial = asyncio.Lock()
@@ -63,15 +63,15 @@ class ProviderRateLimiter:
         started = time.monotonic()
         async with self._serial:
             await self._local.acquire()
-            row = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
-            if row["wait_s"] > 0:
-                await asyncio.sleep(row["wait_s"])
             while True:
+                row = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
+                if row["wait_s"] > 0:
+                    await asyncio.sleep(row["wait_s"])
                 taken = await self._pool.fetchrow(_q("take_send"), self._name, self.max_in_window, WINDOW_S)
                 if taken["sent"]:
                     break
-                # Woken late, or a 429 paused everyone meanwhile: wait as told and ask again (a new slot
-                # would cost a whole interval more).
+                # Woken late, or a 429 paused everyone meanwhile: wait as told, then take a new slot (the
+                # slack this leaves measured fewer 429s than asking the log again at once).
                 await asyncio.sleep(max(taken["wait_s"], 0.001))
         waited = time.monotonic() - started
         self.waited_s_total += waited
