@@ -356,7 +356,7 @@ async def claim_latency(opts: h.Options) -> dict[str, Any]:
                         await tx.rollback()  # the next call finds the same 200 pending rows
                 for _ in range(iterations):
                     t0 = time.perf_counter()
-                    await conn.fetchval(_NEXT_DUE)
+                    await conn.fetchval(_next_due_sql())
                     next_due.append(time.perf_counter() - t0)
                 plan = await conn.fetchval(
                     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _claim_sql(), "bench", 30.0, 32
@@ -389,12 +389,10 @@ def _claim_sql() -> str:
     return sqlfiles.load("outbox")["claim_batch"]
 
 
-_NEXT_DUE = """
-SELECT extract(epoch FROM least(
-    (SELECT min(available_at) FROM outbox WHERE status = 'pending'),
-    (SELECT min(locked_until) FROM outbox WHERE status = 'in_progress')
-) - now())::float8
-"""
+def _next_due_sql() -> str:
+    from shared import sqlfiles
+
+    return sqlfiles.load("outbox")["next_due"]
 
 
 def _backlog_sql() -> str:

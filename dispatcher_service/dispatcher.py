@@ -32,13 +32,6 @@ log = get_logger(__name__)
 IDLE_MAX_SLEEP_S = 30.0
 DB_RETRY_MAX_S = 10.0
 
-_NEXT_DUE = """
-SELECT extract(epoch FROM least(
-    (SELECT min(available_at) FROM outbox WHERE status = 'pending'),
-    (SELECT min(locked_until) FROM outbox WHERE status = 'in_progress')
-) - now())::float8
-"""
-
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -103,7 +96,7 @@ class Dispatcher:
                 if free > 0 and len(claimed) == free:
                     continue  # there may be more: claim again as soon as there is room
                 if free > 0:
-                    due = await self.pool.fetchval(_NEXT_DUE)
+                    due = await outbox.next_due_s(self.pool)
                     sleep_s = IDLE_MAX_SLEEP_S if due is None else min(max(due, 0.05), IDLE_MAX_SLEEP_S)
                 else:
                     sleep_s = IDLE_MAX_SLEEP_S

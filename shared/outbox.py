@@ -59,6 +59,12 @@ async def claim(
     return [Claimed.from_record(r) for r in rows]
 
 
+async def next_due_s(conn: Executor) -> float | None:
+    """Seconds until the next row is due; None when no row is live."""
+    due = await conn.fetchval(_q("next_due"))
+    return None if due is None else float(due)
+
+
 async def extend_leases(
     conn: asyncpg.Connection | asyncpg.Pool, *, worker: str, lease_s: float, held: dict[int, uuid.UUID]
 ) -> set[int]:

@@ -56,6 +56,14 @@ FROM due
 WHERE o.id = due.id
 RETURNING o.id, o.payroll_id, o.kind, o.payload, o.attempts, o.errors, o.lease_token;
 
+-- next_due --
+-- Seconds until the next row is due (a back-off ending or a lease running out), for an idle dispatcher's
+-- sleep; null when nothing is live. Reads only the two partial indexes.
+SELECT extract(epoch FROM least(
+    (SELECT min(available_at) FROM outbox WHERE status = 'pending'),
+    (SELECT min(locked_until) FROM outbox WHERE status = 'in_progress')
+) - now())::float8;
+
 -- extend_leases --
 -- Heartbeat: push the lease of every row this dispatcher still holds; rows taken over are not returned.
 UPDATE outbox o

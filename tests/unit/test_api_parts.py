@@ -91,9 +91,15 @@ def test_the_named_queries_exist() -> None:
         "insert_payroll", "insert_items", "id_by_reference", "get_payroll", "get_items", "list_payrolls",
         "payroll_state", "status_summary",
     }  # fmt: skip
-    assert {"start_payroll", "claim_batch", "extend_leases", "hold_lease", "release", "finish"} == set(
-        sqlfiles.load("outbox")
-    )
+    assert {
+        "start_payroll",
+        "claim_batch",
+        "next_due",
+        "extend_leases",
+        "hold_lease",
+        "release",
+        "finish",
+    } == set(sqlfiles.load("outbox"))
     assert {"reserve_slot", "pause", "take_send"} == set(sqlfiles.load("rate"))
     assert set(sqlfiles.load("idempotency_keys")) == {"claim_key", "stored_response", "store_response"}
 
