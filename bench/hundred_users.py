@@ -52,8 +52,9 @@ async def limiter_alone(opts: h.Options) -> list[dict[str, Any]]:
                         lim: ProviderRateLimiter = limiter, got: list[float] = stamps, want: int = n
                     ) -> None:
                         while len(got) < want:
-                            await lim.acquire()
+                            send = await lim.acquire()
                             got.append(time.perf_counter())
+                            await lim.answered(send)
 
                     await asyncio.gather(*(take() for _ in range(8)))
                     stamps = sorted(stamps)[:n]

@@ -2,15 +2,16 @@
 every dispatcher process that shares the database, every request counted (initiate, approve, status,
 wallets, retries).
 
-Two layers:
+Three layers:
 - an `aiolimiter.AsyncLimiter` in each process paces that process on its own, so one process never asks for
   more than the whole budget;
 - a row in PostgreSQL (`provider_rate`) hands out send slots one interval apart to all processes (GCRA with a
-  burst of one). Slots are spaced `1 / (0.97 * max_rps)` apart, so any one-second window holds at most
-  max_rps of them with 3 % to spare for jitter between our clock and the provider's;
-- the hard guarantee: a log of when requests really left (`provider_sends`). Right before a request goes out,
-  `payrun_take_send` logs it only if fewer than max_rps requests left in the last WINDOW_S seconds. A request
-  that a busy machine wakes late for its slot therefore waits again instead of bunching with the next ones.
+  burst of one), `1 / (0.97 * max_rps)` apart: requests leave evenly spread;
+- the hard guarantee: a log of requests (`provider_sends`) in which a request counts from the moment it is
+  allowed to leave until one window after its answer came back (`payrun_take_send`, migration 0006). The
+  provider stamps a request somewhere between those two moments, so however late a busy machine sends it
+  or the provider reads it, the provider never sees more than max_rps in a second: every request it stamped
+  in the second before a new one was still counted in the log when the new one was allowed to leave.
 
 A 429 pauses everyone: the pause is written to the same row, honouring `Retry-After` when the provider sends
 one and backing off exponentially when it does not.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from dataclasses import dataclass
 
 import asyncpg
 from aiolimiter import AsyncLimiter
@@ -28,15 +30,25 @@ from aiolimiter import AsyncLimiter
 from shared import sqlfiles
 from shared.logging import get_logger
 
-# The send log's window: one second plus a margin for the time between logging a request and the provider
-# stamping its arrival. A wider margin (50 ms) did not remove the rare 429 at the start of a burst on a
-# saturated 2-core machine (that lag was measured above 70 ms) and cost 5 % of the rate: see
-# docs/performance.md.
-WINDOW_S = 1.02
+# The provider's one-second window, plus 5 ms for the drift between its clock and the database's.
+WINDOW_S = 1.005
 HEADROOM = 0.97
+# A request whose answer never came back (its dispatcher died) stops counting this long after it left plus
+# one window: the provider stamps requests when they arrive.
+STAMP_BOUND_S = 1.0
+# How often to ask the log again while it is held by requests still waiting for their answer.
+POLL_S = 0.005
 MIN_PAUSE_S, MAX_PAUSE_S = 1.0, 60.0
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One request allowed to leave: its entry in the send log and how long it waited for it."""
+
+    id: int
+    waited_s: float
 
 
 def _q(name: str) -> str:
@@ -58,24 +70,44 @@ class ProviderRateLimiter:
         self._backoff_s = MIN_PAUSE_S
         self.waited_s_total = 0.0
 
-    async def acquire(self) -> float:
-        """Wait for this process's and the shared slot; returns the seconds waited."""
+    async def acquire(self) -> Send:
+        """Wait for this process's and the shared slot, then for the send log: the request may leave now.
+        Call `answered` on the returned Send when its answer (or error) comes back."""
         started = time.monotonic()
         async with self._serial:
             await self._local.acquire()
-            while True:
-                row = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
-                if row["wait_s"] > 0:
-                    await asyncio.sleep(row["wait_s"])
-                taken = await self._pool.fetchrow(_q("take_send"), self._name, self.max_in_window, WINDOW_S)
-                if taken["sent"]:
-                    break
-                # Woken late, or a 429 paused everyone meanwhile: wait as told, then take a new slot (the
-                # slack this leaves measured fewer 429s than asking the log again at once).
-                await asyncio.sleep(max(taken["wait_s"], 0.001))
+            send_id = await self._take_send()
         waited = time.monotonic() - started
         self.waited_s_total += waited
-        return waited
+        return Send(send_id, waited)
+
+    async def _take_send(self) -> int:
+        slot = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
+        if slot["wait_s"] > 0:
+            await asyncio.sleep(slot["wait_s"])
+        epoch = slot["pause_epoch"]
+        while True:
+            taken = await self._pool.fetchrow(
+                _q("take_send"), self._name, self.max_in_window, WINDOW_S, STAMP_BOUND_S, POLL_S
+            )
+            if taken["sent"]:
+                return taken["send_id"]
+            await asyncio.sleep(max(taken["wait_s"], 0.001))
+            if taken["pause_epoch"] != epoch:
+                # A 429 paused everyone meanwhile: queue again behind the pause instead of rushing out with
+                # every other waiting request the moment it ends.
+                slot = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
+                if slot["wait_s"] > 0:
+                    await asyncio.sleep(slot["wait_s"])
+                epoch = slot["pause_epoch"]
+
+    async def answered(self, send: Send) -> None:
+        """The request's answer came back (or it failed): it counts for one more window only. If this write
+        is lost, the request counts until STAMP_BOUND_S after it left (still safe, a little slower)."""
+        try:
+            await self._pool.execute(_q("answered"), send.id)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("send_log_answer_not_recorded", send_id=send.id, error=str(exc))
 
     async def rate_limited(self, retry_after: float | None) -> float:
         """Record a 429 and pause every dispatcher; returns the pause in seconds."""

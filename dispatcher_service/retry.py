@@ -86,24 +86,27 @@ class ProviderCaller:
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def once(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
-        waited = await self._limiter.acquire()
+        send = await self._limiter.acquire()
         try:
-            result = await fn()
+            try:
+                result = await fn()
+            finally:
+                await self._limiter.answered(send)
         except ProviderRateLimited as exc:
             await self._limiter.rate_limited(exc.retry_after)
-            self._record(endpoint, "rate_limited", waited)
+            self._record(endpoint, "rate_limited", send.waited_s)
             raise
         except ProviderUnavailable:
-            self._record(endpoint, "unavailable", waited)
+            self._record(endpoint, "unavailable", send.waited_s)
             raise
         except ProviderAmbiguous:
-            self._record(endpoint, "ambiguous", waited)
+            self._record(endpoint, "ambiguous", send.waited_s)
             raise
         except Exception:
-            self._record(endpoint, "rejected", waited)
+            self._record(endpoint, "rejected", send.waited_s)
             raise
         self._limiter.succeeded()
-        self._record(endpoint, "ok", waited)
+        self._record(endpoint, "ok", send.waited_s)
         return result
 
     @staticmethod

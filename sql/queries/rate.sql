@@ -18,6 +18,11 @@ WHERE name = $1
 RETURNING pause_epoch;
 
 -- take_send --
--- The last step before a request leaves: log it if fewer than max_rps requests left in the last window,
--- else say how long to wait (see payrun_take_send in sql/migrations/0005_provider_send_log.sql).
-SELECT sent, wait_s, pause_epoch FROM payrun_take_send($1, $2, $3);
+-- The last step before a request leaves: log it if fewer than max_rps requests still count (unanswered, or
+-- answered within the last window), else say how long to wait (payrun_take_send in
+-- sql/migrations/0006_send_log_until_answered.sql).
+SELECT sent, wait_s, pause_epoch, send_id FROM payrun_take_send($1, $2, $3, $4, $5);
+
+-- answered --
+-- The request's answer (or its error) came back: from now on it counts for one more window only.
+UPDATE provider_sends SET answered_at = clock_timestamp() WHERE id = $1 AND answered_at IS NULL;

@@ -28,8 +28,9 @@ async def test_three_processes_together_stay_within_the_limit_in_every_sliding_w
 
     async def worker(limiter: ProviderRateLimiter) -> None:
         for _ in range(8):
-            await limiter.acquire()
+            send = await limiter.acquire()
             stamps.append(time.monotonic())
+            await limiter.answered(send)
 
     await asyncio.gather(*(worker(limiter) for limiter in limiters for _ in range(3)))
     assert len(stamps) == 72
@@ -42,14 +43,15 @@ async def test_no_burst_after_an_idle_period(pool: asyncpg.Pool) -> None:
     await asyncio.sleep(1.2)
     stamps = []
     for _ in range(6):
-        await limiter.acquire()
+        send = await limiter.acquire()
         stamps.append(time.monotonic())
+        await limiter.answered(send)
     assert most_in_any_window(stamps) <= 5
 
 
 async def test_a_429_pauses_every_process(pool: asyncpg.Pool) -> None:
     first, second = ProviderRateLimiter(pool, max_rps=50), ProviderRateLimiter(pool, max_rps=50)
-    await first.acquire()
+    await first.answered(await first.acquire())
     await first.rate_limited(retry_after=1.0)
     started = time.monotonic()
     await second.acquire()
@@ -76,8 +78,56 @@ async def test_a_request_that_wakes_late_does_not_bunch_the_next_ones(
 
     async def worker(limiter: ProviderRateLimiter) -> None:
         for _ in range(15):
-            await limiter.acquire()
+            send = await limiter.acquire()
             stamps.append(time.monotonic())
+            await limiter.answered(send)
 
     await asyncio.gather(*(worker(limiter) for limiter in limiters))
     assert most_in_any_window(stamps) <= 10
+
+
+async def test_requests_the_provider_stamps_late_never_make_it_see_more_than_the_limit(
+    pool: asyncpg.Pool,
+) -> None:
+    """The provider counts a request when it reads it, anywhere between our send and its answer. Here every
+    third request reaches it 150 ms late (a busy machine, a slow network); the others at once. Counting each
+    request until a window after its answer keeps every one-second window of the provider's stamps within
+    the limit, whatever the lateness."""
+    limiters = [ProviderRateLimiter(pool, max_rps=10) for _ in range(2)]
+    provider_stamps: list[float] = []
+    count = 0
+
+    async def request() -> None:
+        nonlocal count
+        count += 1
+        if count % 3 == 1:
+            await asyncio.sleep(0.15)
+        provider_stamps.append(time.monotonic())
+        await asyncio.sleep(0.002)  # the answer travels back
+
+    async def worker(limiter: ProviderRateLimiter) -> None:
+        for _ in range(12):
+            send = await limiter.acquire()
+            try:
+                await request()
+            finally:
+                await limiter.answered(send)
+
+    await asyncio.gather(*(worker(limiter) for limiter in limiters for _ in range(4)))
+    assert len(provider_stamps) == 96
+    assert most_in_any_window(provider_stamps) <= 10
+
+
+async def test_a_request_never_answered_stops_counting_after_the_stamp_bound(pool: asyncpg.Pool) -> None:
+    """A dispatcher killed mid-request never records the answer: its requests hold their places in the
+    window for STAMP_BOUND_S + one window, not forever."""
+    from dispatcher_service.limiter import STAMP_BOUND_S, WINDOW_S
+
+    dead = ProviderRateLimiter(pool, max_rps=3)
+    for _ in range(3):
+        await dead.acquire()  # never answered
+    alive = ProviderRateLimiter(pool, max_rps=3)
+    started = time.monotonic()
+    await alive.answered(await alive.acquire())
+    waited = time.monotonic() - started
+    assert STAMP_BOUND_S + WINDOW_S - 0.8 <= waited <= STAMP_BOUND_S + WINDOW_S + 1.0
