@@ -84,7 +84,9 @@ class BatchFlow:
                     return
             self.log = self.log.bind(tracking_id=stored.tracking_id)
             if stored.stage == "initiated":
-                if await self._hand_back_if_stopping("approve") or not await self._approve(stored):
+                if await self._hand_back_if_stopping("approve") or not await self._approve(
+                    stored, first=True
+                ):
                     return
             elif stored.stage == "approving":
                 if not await self._resolve_approving(stored, approve_error=None):
@@ -157,7 +159,8 @@ class BatchFlow:
 
     # -- step 3: approve exactly the persisted batch -------------------------------------------------
 
-    async def _approve(self, stored: batches.StoredBatch) -> bool:
+    async def _approve(self, stored: batches.StoredBatch, *, first: bool) -> bool:
+        """`first`: no approve of this batch can have gone out before (it was still `initiated`)."""
         await batches.set_stage(self.pool, self.row, stored.id, "approving")
         try:
             await self.caller.once("approve", lambda: self.provider.approve(_stored_batch(stored)))
@@ -166,16 +169,21 @@ class BatchFlow:
             await batches.log_attempt(
                 self.pool, self.row, self.worker, "approve", type(exc).__name__, str(exc)
             )
-            return await self._resolve_approving(stored, approve_error=exc)
+            return await self._resolve_approving(stored, approve_error=exc, first_approve=first)
         await batches.set_stage(self.pool, self.row, stored.id, "approved")
         await batches.log_attempt(self.pool, self.row, self.worker, "approve", "ok", stored.tracking_id)
         self.log.info("batch_approved")
         return True
 
     async def _resolve_approving(
-        self, stored: batches.StoredBatch, approve_error: ProviderError | None
+        self, stored: batches.StoredBatch, approve_error: ProviderError | None, first_approve: bool = False
     ) -> bool:
-        """We may or may not have approved: the provider's status decides, before anything is sent again."""
+        """We may or may not have approved: the provider's status decides, before anything is sent again.
+
+        A refused approve means nothing moved only if it was the batch's first: after an approve whose
+        answer was lost, a provider whose status lags behind may refuse the next one because the first went
+        through. Then only a later status can tell, and the batch is asked again later (NEEDS_REVIEW, never
+        FAILED, if it never tells)."""
         try:
             batch = await self.caller.call(
                 "status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True
@@ -188,7 +196,14 @@ class BatchFlow:
             await batches.set_stage(self.pool, self.row, stored.id, "approved")
             self.log.info("batch_approval_confirmed", status_code=batch.status_code)
             return True
-        if isinstance(approve_error, ProviderRejected) and approve_error.status not in AUTH_STATUSES:
+        refused = isinstance(approve_error, ProviderRejected) and approve_error.status not in AUTH_STATUSES
+        if refused and not first_approve:
+            await self._retry_later(
+                f"IntaSend refused to approve batch {stored.tracking_id} again ({approve_error}) while its "
+                "status still shows it waiting: an earlier approve may have gone through; asking status later"
+            )
+            return False
+        if refused:
             reason = f"IntaSend refused to approve batch {stored.tracking_id}: {approve_error}"
             final = await batches.settle_all(
                 self.pool,
@@ -204,7 +219,7 @@ class BatchFlow:
             return False
         if approve_error is None:
             # Found in `approving` after a crash, still waiting: approve it now (same batch, same items).
-            return await self._approve(stored)
+            return await self._approve(stored, first=False)
         await self._retry_later(
             f"approve not accepted yet ({approve_error}); the batch still waits for approval"
         )

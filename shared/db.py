@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from shared import errors
+from shared import errors, jsonvalues
 
 # Named constraints whose violation is a domain fact, not a bug.
 _CONSTRAINT_ERRORS: dict[str, type[errors.PayrunError]] = {
@@ -18,8 +18,9 @@ _CONSTRAINT_ERRORS: dict[str, type[errors.PayrunError]] = {
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # jsonvalues.dumps: provider responses (stored as received) carry Decimals where IntaSend sent numbers.
+    await conn.set_type_codec("jsonb", encoder=jsonvalues.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=jsonvalues.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def _no_session_reset(_conn: asyncpg.Connection) -> None:

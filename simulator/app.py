@@ -210,8 +210,9 @@ async def approve(request: web.Request) -> web.Response:
     nonce = require_str(data, "nonce")
     if nonce != batch.nonce:
         raise ValidationFailed([FieldError("invalid", "Invalid nonce.", "nonce")])
-    sim.state.approve(batch)  # idempotent
-    return web.json_response(sim.state.batch_view(batch))
+    if not sim.state.approve(batch):  # never twice: a second approve is refused, as by a strict IntaSend
+        raise ValidationFailed([FieldError("invalid", "Batch is not awaiting approval.", "tracking_id")])
+    return web.json_response(sim.state.batch_view(batch, batch.state()))
 
 
 async def status(request: web.Request) -> web.Response:

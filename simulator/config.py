@@ -57,6 +57,12 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ),
     ("SIM_BALANCE", "1000000000.00", "opening wallet balance in KES; a batch it cannot cover fails BF105"),
     ("SIM_PROCESSING_S", "0.3", "seconds from approval until the batch completes (BC100)"),
+    (
+        "SIM_STATUS_LAG_S",
+        "0",
+        "seconds after an approval during which status still shows the batch waiting for approval"
+        " (BP103); a second approve is refused with 400 either way",
+    ),
     ("SIM_SEED", "(random)", "integer seed for ids, outcomes and faults, for reproducible runs"),
 )
 
@@ -81,6 +87,7 @@ class SimConfig:
     undetermined_accounts: frozenset[str] = frozenset()
     balance: Decimal = Decimal("1000000000.00")
     processing_s: float = 0.3
+    status_lag_s: float = 0.0
     seed: int | None = None
     # Not an environment variable: how long a "hung" request sleeps; tests shorten it.
     hang_s: float = field(default=3600.0)
@@ -105,6 +112,7 @@ class SimConfig:
             undetermined_accounts=_read(env, "SIM_UNDETERMINED_ACCOUNTS", _accounts, frozenset()),
             balance=_read(env, "SIM_BALANCE", _balance, Decimal("1000000000.00")),
             processing_s=_read(env, "SIM_PROCESSING_S", _non_negative_float, 0.3),
+            status_lag_s=_read(env, "SIM_STATUS_LAG_S", _non_negative_float, 0.0),
             seed=_read(env, "SIM_SEED", int, None),
         )
 

@@ -214,10 +214,10 @@ class SimState:
             self.approve(batch)
         return batch
 
-    def approve(self, batch: Batch) -> None:
-        """Approve once; a second approval changes nothing, so nothing can be paid twice."""
+    def approve(self, batch: Batch) -> bool:
+        """Approve once. False, changing nothing, for a batch that was already approved."""
         if batch.approved_at is not None:
-            return
+            return False
         batch.approved_at = self.clock()
         batch.approved_wall = batch.updated_at = self.wall()
         total = batch.total
@@ -225,6 +225,7 @@ class SimState:
         if batch.funded:
             self.reserved += total
         self._in_flight.append(batch)
+        return True
 
     def settle_due(self) -> None:
         """Settle every approved batch whose processing time has passed."""
@@ -288,6 +289,13 @@ class SimState:
                 )
             )
 
+    def _shown_state(self, batch: Batch) -> tuple[str, str]:
+        """The batch's state as status shows it: SIM_STATUS_LAG_S after an approval, still waiting."""
+        lagging = (
+            batch.approved_at is not None and self.clock() - batch.approved_at < self.config.status_lag_s
+        )
+        return PREVIEW if lagging else batch.state()
+
     # views -------------------------------------------------------------------------------------------
     def wallet_view(self) -> dict[str, Any]:
         return {
@@ -302,7 +310,7 @@ class SimState:
         }
 
     def batch_view(self, batch: Batch, state: tuple[str, str] | None = None) -> dict[str, Any]:
-        status, code = state or batch.state()
+        status, code = state or self._shown_state(batch)
         paid = sum((i.amount for i in batch.items if i.status_code == "TS100"), Decimal(0))
         failed = sum((i.amount for i in batch.items if i.status_code in ("TF103", "TF106")), Decimal(0))
         charges = CHARGE * len(batch.items)
@@ -315,12 +323,14 @@ class SimState:
             "nonce": batch.nonce,
             "wallet": self.wallet_view(),
             "transactions": [i.view() for i in batch.items],
-            "charge_estimate": money(charges),
+            # Numbers, not strings, as in intasend.md's examples (`"charge_estimate": 50.0`,
+            # `"failed_amount": 0.0`): a client must take both forms, and store and echo floats.
+            "charge_estimate": float(charges),
             "total_amount_estimate": money(batch.total + charges),
             "total_amount": money(batch.total),
             "actual_charges": money(CHARGE * sum(1 for i in batch.items if i.status_code == "TS100")),
             "paid_amount": money(paid),
-            "failed_amount": money(failed),
+            "failed_amount": float(failed),
             "transactions_count": len(batch.items),
             "created_at": stamp(batch.created_at),
             "updated_at": stamp(batch.updated_at),

@@ -31,6 +31,7 @@ class _FakeBatch:
     nonce: str
     txns: list[dict[str, Any]]
     approvals: int = 0
+    lag_left: int = 0
     code: str = "BP101"
     status: str = "Preview and approve"
 
@@ -40,6 +41,9 @@ class FakeIntaSend:
     fail_accounts: set[str] = field(default_factory=set)
     undetermined_accounts: set[str] = field(default_factory=set)
     batch_failure: str | None = None  # e.g. "BF105"
+    # A provider whose status lags: after an approve, status still shows "awaiting approval" this many times,
+    # and a second approve of one batch is refused (400) as IntaSend would once the first went through.
+    status_lag: int = 0
     # endpoint -> list of faults consumed one per call: "before" (503, nothing done), "after" (acted, then the
     # answer is lost), "reject" (400), "429"
     faults: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -80,6 +84,10 @@ class FakeIntaSend:
             "status": b.status,
             "status_code": b.code,
             "transactions": [dict(t) for t in b.txns],
+            # As the client parses IntaSend's floats (intasend.md: "charge_estimate": 50.0): Decimals, which
+            # the dispatcher stores as jsonb and echoes on approve.
+            "charge_estimate": Decimal("50.0"),
+            "failed_amount": Decimal("0.0"),
         }
         return Batch(b.tracking_id, b.code, b.status, b.nonce, txns, raw)
 
@@ -122,9 +130,12 @@ class FakeIntaSend:
         self._raise_before(fault)
         b = self.batches[batch.tracking_id]
         assert batch.raw["nonce"] == b.nonce
+        if self.status_lag and b.approvals:
+            raise ProviderRejected("tracking_id: Batch is not awaiting approval.", status=400)
         b.approvals += 1
         if b.code in ("BP101", "BP103"):
             b.code, b.status = "BP110", "Sending payment"
+            b.lag_left = self.status_lag
         if fault == "after":
             raise ProviderAmbiguous("connection reset after sending")
         return self._batch(b)
@@ -134,6 +145,12 @@ class FakeIntaSend:
         fault = self._fault("status")
         self._raise_before(fault)
         b = self.batches[tracking_id]
+        if b.lag_left:
+            b.lag_left -= 1
+            lagging = self._batch(b)
+            return Batch(
+                b.tracking_id, "BP103", "Preview and approve", b.nonce, lagging.transactions, lagging.raw
+            )
         if b.code == "BP110":
             self._settle(b)
         return self._batch(b)

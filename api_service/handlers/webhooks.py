@@ -7,8 +7,6 @@ status sooner; the status response decides, so a forged, repeated or out-of-orde
 from __future__ import annotations
 
 import hmac
-import json
-from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -33,10 +31,6 @@ def _check_challenge(expected: str | None, payload: Any) -> None:
         raise CallbackRefused()
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: str(v) if isinstance(v, Decimal) else None))
-
-
 async def intasend(request: Request) -> Response:
     resources = state.of(request)
     payload = await body.read_json(request)
@@ -48,8 +42,6 @@ async def intasend(request: Request) -> Response:
         )
     status_code = str(payload.get("status_code") or "")[:20]
     stored = {k: v for k, v in payload.items() if k != "challenge"}
-    noted = await batches.note_callback(
-        resources["pool"], tracking_id.strip(), status_code, _jsonable(stored)
-    )
+    noted = await batches.note_callback(resources["pool"], tracking_id.strip(), status_code, stored)
     log.info("provider_callback", tracking_id=tracking_id, status_code=status_code, **noted)
     return JSONResponse({"received": True})

@@ -28,6 +28,7 @@ from dispatcher_service.provider.protocol import (
     ProviderUnavailable,
     Transaction,
 )
+from shared import jsonvalues
 
 log = structlog.get_logger(__name__)
 
@@ -162,13 +163,6 @@ def parse_batch(data: Any) -> Batch:
     )
 
 
-def _json_default(value: Any) -> Any:
-    """Decimals (ours, or parsed from a response we echo back) as JSON numbers: exact to 15 digits."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _parse_body(raw: bytes) -> Any:
     text = raw.decode("utf-8", errors="replace")
     if not text.strip():
@@ -283,7 +277,7 @@ class IntaSendClient:
         data = None
         if payload is not None:
             headers["Content-Type"] = "application/json"
-            data = json.dumps(payload, default=_json_default).encode()
+            data = jsonvalues.dumps(payload).encode()
         try:
             async with self._session.request(
                 method, url, data=data, headers=headers, timeout=self._timeout, allow_redirects=False

@@ -62,6 +62,27 @@ async def test_dispatchers_killed_at_random_while_the_provider_misbehaves(make_s
     assert (await sim_json(stack, "/sim/stats"))["rejected_429_pace"] == 0
 
 
+async def test_lost_approves_with_a_status_that_lags_behind_pay_once_and_fail_nothing(make_stack) -> None:
+    """The provider acts on an approve and the answer is lost; its status keeps showing the batch waiting
+    for a while, so payrun approves again and is refused (the batch is no longer waiting). Nothing paid may
+    be recorded FAILED, nothing paid twice."""
+    stack, client = await make_stack(
+        dispatchers=2,
+        INTASEND_MAX_RPS="20",
+        SIM_MAX_RPS="20",
+        SIM_ERROR_RATE_AFTER="0.5",
+        SIM_FAULT_ENDPOINTS="approve",
+        SIM_STATUS_LAG_S="3",
+        SIM_SEED="5",
+    )
+    ids = await run_payrolls(client, 6)
+    states = await client.wait_final(ids, within_s=90)
+    assert set(states.values()) == {"COMPLETED"}
+    assert await assert_ledger_agrees(stack) == {"PAID": 60}
+    stats = await sim_json(stack, "/sim/stats")
+    assert stats["faults"]["error_after"] > 0 and stats["rejected_429_pace"] == 0
+
+
 @pytest.mark.parametrize("retry_after", ["1", "0"])
 async def test_429_storms_with_and_without_retry_after_slow_everyone_down(
     make_stack, retry_after: str

@@ -133,6 +133,49 @@ async def test_an_approve_lost_after_acting_is_confirmed_by_status_not_resent(
     assert provider.calls[2] == "status"
 
 
+async def test_a_refused_second_approve_after_a_lost_one_is_not_taken_for_nothing_paid(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
+    """The first approve acts but its answer is lost; the provider's status lags and still shows the batch
+    waiting, so payrun approves again and is refused (the batch is no longer waiting). That refusal must not
+    fail items the provider is paying: status decides, later."""
+    provider = FakeIntaSend(status_lag=3)
+    provider.faults["approve"] = ["after"]
+    payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
+    run_dispatchers(provider)
+    assert await wait_final(pool, [payroll]) == {payroll: "COMPLETED"}
+    assert provider.paid_accounts() == sorted(ACCOUNTS)
+    assert set((await item_states(pool, payroll)).values()) == {"PAID"}
+    assert provider.calls.count("approve") >= 2, "the scenario re-approved and was refused"
+
+
+async def test_a_refused_first_approve_fails_the_items_with_the_reason(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
+    provider = FakeIntaSend()
+    provider.faults["approve"] = ["reject"]
+    payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
+    run_dispatchers(provider)
+    assert await wait_final(pool, [payroll]) == {payroll: "FAILED"}
+    assert provider.paid_accounts() == []
+    reasons = await pool.fetch("SELECT failure_reason FROM payroll_items WHERE payroll_id = $1", payroll)
+    assert all("refused to approve" in r["failure_reason"] for r in reasons)
+
+
+async def test_provider_floats_are_stored_and_echoed(pool: asyncpg.Pool, run_dispatchers) -> None:
+    """IntaSend's examples carry floats ("charge_estimate": 50.0); parsed as Decimals, they go to jsonb."""
+    provider = FakeIntaSend()
+    payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
+    run_dispatchers(provider)
+    assert await wait_final(pool, [payroll]) == {payroll: "COMPLETED"}
+    stored = await pool.fetchval(
+        "SELECT initiate_response FROM provider_batches b JOIN outbox o ON o.id = b.outbox_id "
+        "WHERE o.payroll_id = $1",
+        payroll,
+    )
+    assert stored["charge_estimate"] == 50 and stored["failed_amount"] == 0
+
+
 async def test_failing_and_undetermined_accounts(pool: asyncpg.Pool, run_dispatchers) -> None:
     provider = FakeIntaSend(fail_accounts={ACCOUNTS[1]})
     partial = await factories.processing_payroll(pool, accounts=ACCOUNTS)

@@ -109,6 +109,8 @@ async def test_initiate_approve_status_completes_and_pays(make_client: MakeClien
         batch["total_amount"] == "50.50" and "charge_estimate" in batch and "total_amount_estimate" in batch
     )
     assert batch["wallet"]["currency"] == "KES"
+    # Numbers, as in intasend.md's examples ("charge_estimate": 50.0, "failed_amount": 0.0).
+    assert isinstance(batch["charge_estimate"], float) and isinstance(batch["failed_amount"], float)
     first, second = batch["transactions"]
     assert first["status"] == "Pending" and first["status_code"] == "TP101"
     assert first["account"] == "254712345678" and first["amount"] == "38.00" and first["narrative"] == "Nov"
@@ -157,15 +159,16 @@ async def test_requires_approval_no_is_approved_at_initiate(make_client: MakeCli
 
 
 async def test_approving_twice_pays_once(make_client: MakeClient) -> None:
+    """Concurrent approves: one is accepted, the others refused; a late one too. One payment."""
     client = await make_client()
     batch = await initiate(client)
     results = await asyncio.gather(*(post(client, APPROVE, batch) for _ in range(3)))
-    assert [s for s, _ in results] == [200, 200, 200]
+    assert sorted(s for s, _ in results) == [200, 400, 400]
+    refused = [body for s, body in results if s == 400]
+    assert all(b["errors"][0]["detail"] == "Batch is not awaiting approval." for b in refused)
     await wait_final(client, batch["tracking_id"])
-    status, again = await post(
-        client, APPROVE, {"tracking_id": batch["tracking_id"], "nonce": batch["nonce"]}
-    )
-    assert status == 200 and again["status_code"] == "BC100"
+    status, _ = await post(client, APPROVE, {"tracking_id": batch["tracking_id"], "nonce": batch["nonce"]})
+    assert status == 400
     await asyncio.sleep(0.1)
     ledger = await get_json(client, "/sim/ledger")
     assert len(ledger["payments"]) == 1 and ledger["total_paid"] == "38.00"
@@ -378,6 +381,18 @@ async def test_error_after_acting_still_created_the_batch(make_client: MakeClien
     assert stats["batches"] == 1 and stats["faults"]["error_after"] == 1
 
 
+async def test_status_can_lag_behind_an_approval(make_client: MakeClient) -> None:
+    clock = FakeClock()
+    client = await make_client(clock=clock, status_lag_s=2.0)
+    batch = await initiate(client)
+    assert (await post(client, APPROVE, batch))[0] == 200
+    _, shown = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert shown["status_code"] == "BP103"  # approved, but status does not say so yet
+    clock.now += 2.5
+    _, shown = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert shown["status_code"] == "BC100"
+
+
 async def test_error_after_approve_still_pays(make_client: MakeClient) -> None:
     client = await make_client(error_rate_after=1.0, fault_endpoints=frozenset({"approve"}))
     batch = await initiate(client)
@@ -487,6 +502,7 @@ def test_help_lists_every_variable() -> None:
         "SIM_429_RETRY_AFTER",
         "SIM_FAIL_ACCOUNTS",
         "SIM_UNDETERMINED_ACCOUNTS",
+        "SIM_STATUS_LAG_S",
         "SIM_BALANCE",
         "SIM_PROCESSING_S",
         "SIM_SEED",
