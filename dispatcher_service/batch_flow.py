@@ -41,6 +41,9 @@ log = get_logger(__name__)
 
 POLL_DELAYS_S = (1.0, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 INLINE_WAIT_LIMIT_S = 5.0
+# Initiates of one row that may come back refusing only some named transactions before the whole row is
+# failed instead (a provider that refuses one item per request would otherwise cost a request per item).
+MAX_ITEM_REFUSALS = 3
 FOLLOW_HORIZON_S = 24 * 3600.0
 AUTH_STATUSES = (401, 403)
 
@@ -102,43 +105,62 @@ class BatchFlow:
     # -- step 1 and 2: initiate, then persist before anything else -------------------------------------
 
     async def _initiate(self) -> batches.StoredBatch | None:
-        items = await batches.items(self.pool, self.item_ids)
+        # Items refused one by one on an earlier initiate of this row are FAILED already: never sent again.
+        items = [i for i in await batches.items(self.pool, self.item_ids) if i.status == "PENDING"]
         provider_name = self.row.payload["provider"]
-        transactions = [_transaction(i) for i in items]
-        try:
-            batch = await self.caller.call(
-                "initiate",
-                lambda: self.provider.initiate(
-                    provider=provider_name,
-                    currency=self.row.payload.get("currency", "KES"),
-                    transactions=transactions,
-                    requires_approval="YES",
-                    callback_url=self.settings.intasend_callback_url,
-                    wallet_id=self.settings.intasend_wallet_id,
-                ),
-                retry_ambiguous=True,
-            )
-        except ProviderRejected as exc:
-            if exc.status in AUTH_STATUSES:
-                await self._retry_later(f"IntaSend refused our credentials on initiate: {exc}")
+        for refusals in range(MAX_ITEM_REFUSALS + 1):
+            if not items:
+                final = await batches.settle(self.pool, self.row, [], batch_id=None)
+                self.log.warning("batch_no_item_left", payroll_status=final)
                 return None
-            reason = f"IntaSend refused the batch: {exc}"
-            await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "rejected", str(exc))
-            final = await batches.settle_all(
-                self.pool,
-                self.row,
-                self.item_ids,
-                status="FAILED",
-                reason=reason,
-                batch_id=None,
-                batch_stage="rejected",
-                row_status="done",
-            )
-            self.log.warning("batch_rejected", reason=reason, payroll_status=final)
-            return None
-        except (ProviderUnavailable, ProviderAmbiguous) as exc:
-            await self._retry_later(f"initiate failed: {exc}")
-            return None
+            transactions = [_transaction(i) for i in items]
+            try:
+                batch = await self.caller.call(
+                    "initiate",
+                    lambda transactions=transactions: self.provider.initiate(
+                        provider=provider_name,
+                        currency=self.row.payload.get("currency", "KES"),
+                        transactions=transactions,
+                        requires_approval="YES",
+                        callback_url=self.settings.intasend_callback_url,
+                        wallet_id=self.settings.intasend_wallet_id,
+                    ),
+                    retry_ambiguous=True,
+                )
+            except ProviderRejected as exc:
+                if exc.status in AUTH_STATUSES:
+                    await self._retry_later(f"IntaSend refused our credentials on initiate: {exc}")
+                    return None
+                refused = outcomes.refused_items(exc.body, items) if refusals < MAX_ITEM_REFUSALS else None
+                if refused and len(refused) < len(items):
+                    # IntaSend named the transactions it will not take: fail those, send the others.
+                    await batches.fail_items(
+                        self.pool, self.row, [batches.ItemOutcome(i, "FAILED", r) for i, r in refused.items()]
+                    )
+                    await batches.log_attempt(
+                        self.pool, self.row, self.worker, "initiate", "items_refused", str(exc)
+                    )
+                    self.log.warning("items_refused", items=len(refused), reason=str(exc))
+                    items = [i for i in items if i.id not in refused]
+                    continue
+                reason = f"IntaSend refused the batch: {exc}"
+                await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "rejected", str(exc))
+                final = await batches.settle_all(
+                    self.pool,
+                    self.row,
+                    self.item_ids,
+                    status="FAILED",
+                    reason=reason,
+                    batch_id=None,
+                    batch_stage="rejected",
+                    row_status="done",
+                )
+                self.log.warning("batch_rejected", reason=reason, payroll_status=final)
+                return None
+            except (ProviderUnavailable, ProviderAmbiguous) as exc:
+                await self._retry_later(f"initiate failed: {exc}")
+                return None
+            break
         refs = outcomes.match_references(items, batch.transactions)
         if refs is None:
             await self._retry_later(
@@ -228,7 +250,8 @@ class BatchFlow:
     # -- step 4: follow the batch to the end -----------------------------------------------------------
 
     async def _follow(self, stored: batches.StoredBatch) -> None:
-        items = await batches.items(self.pool, self.item_ids)
+        # The batch's items: those linked to it at initiate (not those IntaSend refused one by one).
+        items = [i for i in await batches.items(self.pool, self.item_ids) if i.request_reference_id]
         polls = stored.status_polls
         # Just approved: give the provider a moment. Back from a long wait: ask at once.
         delay = poll_delay(0) if polls == 0 else 0.0

@@ -6,10 +6,12 @@ into item outcomes.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from dispatcher_service.provider.protocol import Batch, Transaction
 from shared.batches import Item, ItemOutcome
@@ -116,3 +118,28 @@ def read_status(batch: Batch, items: Sequence[Item]) -> Reading:
             outcomes.append(outcome)
     final = len(outcomes) == len(items)
     return Reading(final, tuple(outcomes), f"{code or '?'} {batch.status or ''}".strip())
+
+
+_TRANSACTION_ATTR = re.compile(r"^transactions(?:\.|\[)(\d+)\]?(?:\.(.+))?$")
+
+
+def refused_items(body: Any, items: Sequence[Item]) -> dict[int, str] | None:
+    """The items an initiate refusal names, each with IntaSend's reason, when *every* error of the refusal
+    names one item (`{"errors": [{"attr": "transactions.3.account", "detail": ...}]}`). None when any error
+    is about the batch itself, or names no item: then the whole batch is refused."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return None
+    named: dict[int, list[str]] = defaultdict(list)
+    for err in errors:
+        attr = err.get("attr") if isinstance(err, dict) else None
+        match = _TRANSACTION_ATTR.match(attr) if isinstance(attr, str) else None
+        if match is None or int(match.group(1)) >= len(items):
+            return None
+        field = match.group(2) or "transaction"
+        named[items[int(match.group(1))].id].append(
+            f"{field}: {err.get('detail') or err.get('code') or 'invalid'}"
+        )
+    return {
+        item_id: "IntaSend refused this transaction: " + "; ".join(parts) for item_id, parts in named.items()
+    }

@@ -182,6 +182,20 @@ async def settle(
         return await _close_if_last(conn, row.payroll_id)
 
 
+async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence[ItemOutcome]) -> None:
+    """Some items of a row failed before any batch was made of them; the row goes on with the others."""
+    async with _Fenced(pool, row) as conn:
+        await conn.execute(
+            _q("settle_items"),
+            [o.item_id for o in outcomes],
+            [o.status for o in outcomes],
+            [o.reason for o in outcomes],
+            [o.provider_reference for o in outcomes],
+        )
+    for o in outcomes:
+        metrics.ITEMS_FINAL.labels(o.status).inc()
+
+
 async def settle_all(
     pool: asyncpg.Pool,
     row: outbox.Claimed,

@@ -193,7 +193,7 @@ def _throttled(config: SimConfig, retry_after: str) -> web.Response:
 # IntaSend routes --------------------------------------------------------------------------------------------
 async def initiate(request: web.Request) -> web.Response:
     sim = _sim(request)
-    parsed = validate_initiate(await _body(request), sim.state.wallet_id)
+    parsed = validate_initiate(await _body(request), sim.state.wallet_id, sim.config.invalid_accounts)
     batch = sim.state.create(parsed)
     # With requires_approval "NO" the batch is approved at once, and IntaSend answers "Confirming balance".
     state = CONFIRMING if not parsed.requires_approval else None

@@ -55,6 +55,12 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "comma list of accounts whose transactions end TF105 (undetermined;"
         " the ledger records whether money really moved, chosen at random)",
     ),
+    (
+        "SIM_INVALID_ACCOUNTS",
+        "(none)",
+        "comma list of accounts initiate refuses (400 naming each transaction, as for a number IntaSend"
+        " does not accept); the rest of the request is refused with them",
+    ),
     ("SIM_BALANCE", "1000000000.00", "opening wallet balance in KES; a batch it cannot cover fails BF105"),
     ("SIM_PROCESSING_S", "0.3", "seconds from approval until the batch completes (BC100)"),
     (
@@ -85,6 +91,7 @@ class SimConfig:
     fault_endpoints: frozenset[str] = frozenset(ENDPOINTS)
     fail_accounts: frozenset[str] = frozenset()
     undetermined_accounts: frozenset[str] = frozenset()
+    invalid_accounts: frozenset[str] = frozenset()
     balance: Decimal = Decimal("1000000000.00")
     processing_s: float = 0.3
     status_lag_s: float = 0.0
@@ -110,6 +117,7 @@ class SimConfig:
             fault_endpoints=_read(env, "SIM_FAULT_ENDPOINTS", _endpoints, frozenset(ENDPOINTS)),
             fail_accounts=_read(env, "SIM_FAIL_ACCOUNTS", _accounts, frozenset()),
             undetermined_accounts=_read(env, "SIM_UNDETERMINED_ACCOUNTS", _accounts, frozenset()),
+            invalid_accounts=_read(env, "SIM_INVALID_ACCOUNTS", _accounts, frozenset()),
             balance=_read(env, "SIM_BALANCE", _balance, Decimal("1000000000.00")),
             processing_s=_read(env, "SIM_PROCESSING_S", _non_negative_float, 0.3),
             status_lag_s=_read(env, "SIM_STATUS_LAG_S", _non_negative_float, 0.0),

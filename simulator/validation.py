@@ -134,7 +134,9 @@ def _amount(errors: list[FieldError], value: Any, attr: str) -> Decimal | None:
     return amount.quantize(CENT)
 
 
-def _item(errors: list[FieldError], raw: Any, index: int, provider: str | None) -> ItemRequest | None:
+def _item(
+    errors: list[FieldError], raw: Any, index: int, provider: str | None, invalid: frozenset[str]
+) -> ItemRequest | None:
     base = f"transactions.{index}"
     if not isinstance(raw, dict):
         errors.append(
@@ -147,7 +149,9 @@ def _item(errors: list[FieldError], raw: Any, index: int, provider: str | None) 
         _required(errors, f"{base}.account")
     else:
         account = _identifier(errors, raw["account"], f"{base}.account")
-        if account is not None and provider == "MPESA-B2C" and not MSISDN.match(account):
+        if account is not None and (
+            account in invalid or (provider == "MPESA-B2C" and not MSISDN.match(account))
+        ):
             errors.append(
                 FieldError(
                     "invalid",
@@ -200,8 +204,11 @@ def expect_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def validate_initiate(body: Any, wallet_id: str) -> InitiateRequest:
-    """Check an initiate body; raise :class:`ValidationFailed` listing every problem."""
+def validate_initiate(
+    body: Any, wallet_id: str, invalid_accounts: frozenset[str] = frozenset()
+) -> InitiateRequest:
+    """Check an initiate body; raise :class:`ValidationFailed` listing every problem. `invalid_accounts`
+    (SIM_INVALID_ACCOUNTS) are refused as numbers IntaSend does not accept."""
     data = expect_object(body)
     errors: list[FieldError] = []
     provider = _choice(errors, data, "provider", "provider", PROVIDERS)
@@ -230,7 +237,7 @@ def validate_initiate(body: Any, wallet_id: str) -> InitiateRequest:
         errors.append(FieldError("empty", "This list may not be empty.", "transactions"))
     else:
         for index, raw in enumerate(data["transactions"]):
-            item = _item(errors, raw, index, provider)
+            item = _item(errors, raw, index, provider, invalid_accounts)
             if item is not None:
                 items.append(item)
     if errors:

@@ -44,6 +44,8 @@ class FakeIntaSend:
     # A provider whose status lags: after an approve, status still shows "awaiting approval" this many times,
     # and a second approve of one batch is refused (400) as IntaSend would once the first went through.
     status_lag: int = 0
+    # Accounts IntaSend refuses at initiate, naming each (400, `transactions.N.account`).
+    refuse_accounts: set[str] = field(default_factory=set)
     # endpoint -> list of faults consumed one per call: "before" (503, nothing done), "after" (acted, then the
     # answer is lost), "reject" (400), "429"
     faults: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -105,6 +107,20 @@ class FakeIntaSend:
         assert requires_approval == "YES"
         fault = self._fault("initiate")
         self._raise_before(fault)
+        refused = [n for n, t in enumerate(transactions) if t["account"] in self.refuse_accounts]
+        if refused:
+            body = {
+                "type": "validation_error",
+                "errors": [
+                    {
+                        "code": "invalid",
+                        "detail": "Enter a valid phone number.",
+                        "attr": f"transactions.{n}.account",
+                    }
+                    for n in refused
+                ],
+            }
+            raise ProviderRejected("transactions: Enter a valid phone number.", status=400, body=body)
         b = _FakeBatch(
             str(uuid.uuid4()),
             uuid.uuid4().hex[:6],

@@ -119,6 +119,14 @@ async def test_failing_undetermined_and_unfunded(make_stack) -> None:
     await assert_ledger_agrees(stack2)
 
 
+async def test_accounts_the_provider_refuses_at_initiate_fail_alone(make_stack) -> None:
+    """IntaSend refuses two numbers of a payroll by name: those two fail with its reason, the rest is paid."""
+    stack, client = await make_stack(SIM_INVALID_ACCOUNTS="254700000003,254700000007")
+    [payroll] = await run_payrolls(client, 1)
+    assert await client.wait_final([payroll], within_s=60) == {payroll: "PARTIALLY_FAILED"}
+    assert await assert_ledger_agrees(stack) == {"PAID": 8, "FAILED": 2}
+
+
 async def test_sigterm_lets_a_dispatcher_finish_or_hand_back_its_work(make_stack) -> None:
     stack, client = await make_stack(dispatchers=1, INTASEND_MAX_RPS="10", SIM_MAX_RPS="10")
     ids = await run_payrolls(client, 6)

@@ -176,6 +176,26 @@ async def test_provider_floats_are_stored_and_echoed(pool: asyncpg.Pool, run_dis
     assert stored["charge_estimate"] == 50 and stored["failed_amount"] == 0
 
 
+async def test_transactions_refused_by_name_fail_alone_and_the_others_are_paid(
+    pool: asyncpg.Pool, run_dispatchers
+) -> None:
+    provider = FakeIntaSend(refuse_accounts={ACCOUNTS[3], ACCOUNTS[7]})
+    payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
+    run_dispatchers(provider)
+    assert await wait_final(pool, [payroll]) == {payroll: "PARTIALLY_FAILED"}
+    refused = {ACCOUNTS[3], ACCOUNTS[7]}
+    assert provider.paid_accounts() == sorted(set(ACCOUNTS) - refused)
+    rows = await pool.fetch(
+        "SELECT account, status, failure_reason FROM payroll_items WHERE payroll_id = $1", payroll
+    )
+    for r in rows:
+        if r["account"] in refused:
+            assert r["status"] == "FAILED" and "account: Enter a valid phone number" in r["failure_reason"]
+        else:
+            assert r["status"] == "PAID"
+    assert [len(b.txns) for b in provider.batches.values()] == [8], "one batch, of the items IntaSend takes"
+
+
 async def test_failing_and_undetermined_accounts(pool: asyncpg.Pool, run_dispatchers) -> None:
     provider = FakeIntaSend(fail_accounts={ACCOUNTS[1]})
     partial = await factories.processing_payroll(pool, accounts=ACCOUNTS)

@@ -95,3 +95,38 @@ def test_references_match_by_position_then_by_account_and_amount() -> None:
     assert outcomes.match_references(items, in_order[:1]) is None
     wrong = [in_order[0], Transaction("c", "254700000009", Decimal("100"), "TP101", None)]
     assert outcomes.match_references(items, wrong) is None
+
+
+def drf(*attrs: str | None) -> dict[str, object]:
+    return {
+        "type": "validation_error",
+        "errors": [{"code": "invalid", "detail": "Enter a valid phone number.", "attr": a} for a in attrs],
+    }
+
+
+def test_an_initiate_refusal_that_names_transactions_fails_only_those() -> None:
+    items = [item(10), item(11), item(12)]
+    refused = outcomes.refused_items(drf("transactions.1.account", "transactions.1.amount"), items)
+    assert refused == {
+        11: "IntaSend refused this transaction: account: Enter a valid phone number.; "
+        "amount: Enter a valid phone number."
+    }
+    assert outcomes.refused_items(drf("transactions[2].account"), items) == {
+        12: "IntaSend refused this transaction: account: Enter a valid phone number."
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        drf("transactions.1.account", "currency"),  # one error is the batch's own
+        drf("transactions.3.account"),  # no such transaction
+        drf(None),
+        drf("transactions"),
+        {"detail": "Invalid request"},
+        None,
+        "Bad Request",
+    ],
+)
+def test_a_refusal_that_is_not_only_about_named_transactions_refuses_the_batch(body: object) -> None:
+    assert outcomes.refused_items(body, [item(10), item(11), item(12)]) is None

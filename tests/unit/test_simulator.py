@@ -381,6 +381,17 @@ async def test_error_after_acting_still_created_the_batch(make_client: MakeClien
     assert stats["batches"] == 1 and stats["faults"]["error_after"] == 1
 
 
+async def test_invalid_accounts_are_refused_at_initiate_by_name(make_client: MakeClient) -> None:
+    client = await make_client(invalid_accounts=frozenset({"254711111111"}))
+    body = payload(
+        {"account": "254712345678", "amount": 10},
+        {"account": "254711111111", "amount": 20},
+    )
+    status, refused = await post(client, INITIATE, body)
+    assert status == 400 and [e["attr"] for e in refused["errors"]] == ["transactions.1.account"]
+    assert (await get_json(client, "/sim/stats"))["batches"] == 0
+
+
 async def test_status_can_lag_behind_an_approval(make_client: MakeClient) -> None:
     clock = FakeClock()
     client = await make_client(clock=clock, status_lag_s=2.0)
@@ -503,6 +514,7 @@ def test_help_lists_every_variable() -> None:
         "SIM_FAIL_ACCOUNTS",
         "SIM_UNDETERMINED_ACCOUNTS",
         "SIM_STATUS_LAG_S",
+        "SIM_INVALID_ACCOUNTS",
         "SIM_BALANCE",
         "SIM_PROCESSING_S",
         "SIM_SEED",
