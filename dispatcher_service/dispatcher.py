@@ -30,6 +30,10 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 IDLE_MAX_SLEEP_S = 30.0
+# After a NOTIFY, wait this long before claiming: a burst of process calls (a hundred clerks at once)
+# becomes one claim of many rows, and the API gets the cores while it answers them. The provider's rate
+# limit, not the claim, decides when payouts leave.
+WAKE_COALESCE_S = 0.2
 DB_RETRY_MAX_S = 10.0
 
 
@@ -51,6 +55,7 @@ class Dispatcher:
         self.pool, self.dsn, self.provider, self.caller, self.settings = pool, dsn, provider, caller, settings
         self.worker = worker or worker_id()
         self._wake = asyncio.Event()
+        self._notified = False  # woken by the API's NOTIFY (new rows), not by a flow that ended
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._tokens: dict[int, uuid.UUID] = {}
         self._stopping = asyncio.Event()
@@ -111,6 +116,10 @@ class Dispatcher:
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
             await asyncio.wait(waiters, timeout=at_most_s, return_when=asyncio.FIRST_COMPLETED)
+            if self._notified and not stop.is_set():
+                self._notified = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), WAKE_COALESCE_S)
         finally:
             for w in waiters:
                 w.cancel()
@@ -175,6 +184,10 @@ class Dispatcher:
                     self.log.warning("lease_taken_over", outbox_id=row_id)
                     task.cancel()
 
+    def _notify(self) -> None:
+        self._notified = True
+        self._wake.set()
+
     async def _listen(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
@@ -183,7 +196,7 @@ class Dispatcher:
                 conn = await asyncpg.connect(self.dsn)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(outbox.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                await conn.add_listener(outbox.NOTIFY_CHANNEL, lambda *_: self._notify())
                 failures = 0
                 self._wake.set()  # rows may have arrived while we were not listening
                 await lost.wait()
