@@ -145,16 +145,7 @@ class BatchFlow:
                     continue
                 reason = f"IntaSend refused the batch: {exc}"
                 await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "rejected", str(exc))
-                final = await batches.settle_all(
-                    self.pool,
-                    self.row,
-                    self.item_ids,
-                    status="FAILED",
-                    reason=reason,
-                    batch_id=None,
-                    batch_stage="rejected",
-                    row_status="done",
-                )
+                final = await self._refused(reason, batch_id=None)
                 self.log.warning("batch_rejected", reason=reason, payroll_status=final)
                 return None
             except (ProviderUnavailable, ProviderAmbiguous) as exc:
@@ -227,16 +218,7 @@ class BatchFlow:
             return False
         if refused:
             reason = f"IntaSend refused to approve batch {stored.tracking_id}: {approve_error}"
-            final = await batches.settle_all(
-                self.pool,
-                self.row,
-                self.item_ids,
-                status="FAILED",
-                reason=reason,
-                batch_id=stored.id,
-                batch_stage="rejected",
-                row_status="done",
-            )
+            final = await self._refused(reason, batch_id=stored.id)
             self.log.warning("batch_approval_refused", reason=reason, payroll_status=final)
             return False
         if approve_error is None:
@@ -311,6 +293,19 @@ class BatchFlow:
         await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=0.0)
         self.log.info("batch_handed_back", next_step=next_step)
         return True
+
+    async def _refused(self, reason: str, *, batch_id: int | None) -> str | None:
+        """IntaSend refused the batch before anything moved: every item not yet final FAILED, row done."""
+        return await batches.settle_all(
+            self.pool,
+            self.row,
+            self.item_ids,
+            status="FAILED",
+            reason=reason,
+            batch_id=batch_id,
+            batch_stage="rejected",
+            row_status="done",
+        )
 
     async def _retry_later(self, error: str) -> None:
         errors = self.row.errors + 1

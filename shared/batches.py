@@ -168,14 +168,7 @@ async def settle(
     async with _Fenced(pool, row) as conn:
         for o in outcomes:
             metrics.ITEMS_FINAL.labels(o.status).inc()
-        if outcomes:
-            await conn.execute(
-                _q("settle_items"),
-                [o.item_id for o in outcomes],
-                [o.status for o in outcomes],
-                [o.reason for o in outcomes],
-                [o.provider_reference for o in outcomes],
-            )
+        await _write_outcomes(conn, outcomes)
         if batch_id is not None:
             await conn.execute(_q("set_stage"), batch_id, batch_stage)
         await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error)
@@ -185,6 +178,13 @@ async def settle(
 async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence[ItemOutcome]) -> None:
     """Some items of a row failed before any batch was made of them; the row goes on with the others."""
     async with _Fenced(pool, row) as conn:
+        await _write_outcomes(conn, outcomes)
+    for o in outcomes:
+        metrics.ITEMS_FINAL.labels(o.status).inc()
+
+
+async def _write_outcomes(conn: asyncpg.Connection, outcomes: Sequence[ItemOutcome]) -> None:
+    if outcomes:
         await conn.execute(
             _q("settle_items"),
             [o.item_id for o in outcomes],
@@ -192,8 +192,6 @@ async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence
             [o.reason for o in outcomes],
             [o.provider_reference for o in outcomes],
         )
-    for o in outcomes:
-        metrics.ITEMS_FINAL.labels(o.status).inc()
 
 
 async def settle_all(
