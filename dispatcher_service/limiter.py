@@ -12,6 +12,8 @@ Three layers:
   provider stamps a request somewhere between those two moments, so however late a busy machine sends it
   or the provider reads it, the provider never sees more than max_rps in a second: every request it stamped
   in the second before a new one was still counted in the log when the new one was allowed to leave.
+  One assumption remains: a request never answered stops counting STAMP_BOUND_S after it left (plus the
+  window), so the provider must read a request within that second of its leaving.
 
 A 429 pauses everyone: the pause is written to the same row, honouring `Retry-After` when the provider sends
 one and backing off exponentially when it does not.
