@@ -84,10 +84,7 @@ class ProviderRateLimiter:
         return Send(send_id, waited)
 
     async def _take_send(self) -> int:
-        slot = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
-        if slot["wait_s"] > 0:
-            await asyncio.sleep(slot["wait_s"])
-        epoch = slot["pause_epoch"]
+        epoch = await self._wait_for_slot()
         while True:
             taken = await self._pool.fetchrow(
                 _q("take_send"), self._name, self.max_in_window, WINDOW_S, STAMP_BOUND_S, POLL_S
@@ -98,10 +95,14 @@ class ProviderRateLimiter:
             if taken["pause_epoch"] != epoch:
                 # A 429 paused everyone meanwhile: queue again behind the pause instead of rushing out with
                 # every other waiting request the moment it ends.
-                slot = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
-                if slot["wait_s"] > 0:
-                    await asyncio.sleep(slot["wait_s"])
-                epoch = slot["pause_epoch"]
+                epoch = await self._wait_for_slot()
+
+    async def _wait_for_slot(self) -> int:
+        """Take the next shared send slot and sleep until it; returns the pause epoch it was taken in."""
+        slot = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
+        if slot["wait_s"] > 0:
+            await asyncio.sleep(slot["wait_s"])
+        return int(slot["pause_epoch"])
 
     async def answered(self, send: Send) -> None:
         """The request's answer came back (or it failed): it counts for one more window only. If this write
