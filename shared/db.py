@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,17 +30,51 @@ async def _no_session_reset(_conn: asyncpg.Connection) -> None:
     rolls back a transaction left open."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+# How long any caller waits for a pooled connection before giving up with DatabaseBusy. Without it a
+# pool whose connections are all stuck (a slow database, a leak) makes every caller wait for ever while the
+# process looks alive.
+ACQUIRE_TIMEOUT_S = 10.0
+
+
+class _AcquireTimeoutPool(asyncpg.Pool):
+    """An asyncpg pool in which every acquire, including the one inside `pool.fetch()` and friends, has a
+    timeout (asyncpg's own default is to wait for ever)."""
+
+    def __init__(self, *args: Any, acquire_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout_s = acquire_timeout_s
+
+    async def _acquire(self, timeout: float | None) -> Any:  # asyncpg's one path to a connection
+        try:
+            return await super()._acquire(self.acquire_timeout_s if timeout is None else timeout)
+        except asyncio.TimeoutError:
+            raise errors.DatabaseBusy(waited_s=timeout or self.acquire_timeout_s) from None
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    acquire_timeout_s: float = ACQUIRE_TIMEOUT_S,
+    **kwargs: Any,
+) -> asyncpg.Pool:
+    pool = _AcquireTimeoutPool(
         dsn,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
         init=_init_connection,
         reset=_no_session_reset,
         command_timeout=60,
+        acquire_timeout_s=acquire_timeout_s,
         **kwargs,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

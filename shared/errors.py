@@ -84,3 +84,7 @@ class UnsupportedMediaType(PayrunError):
 
 class DatabaseUnavailable(PayrunError):
     """The database cannot be reached right now: try again shortly."""
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """No database connection was free in time: try again shortly."""
