@@ -36,6 +36,9 @@ CENT = Decimal("0.01")
 # numeric(14, 2): the largest amount (and payroll total) the database holds.
 MAX_AMOUNT = Decimal("999999999999.99")
 MPESA_MIN, MPESA_MAX = Decimal("10"), Decimal("150000")
+# M-Pesa moves whole shillings and IntaSend types `amount` as an integer: a fractional amount is refused
+# here, before anything is written, rather than rounded or refused by the provider after the 202.
+WHOLE_SHILLING_PROVIDERS = frozenset({"MPESA-B2C"})
 
 # re.ASCII: \d is 0-9 only (not every script's digits), \s is ASCII whitespace.
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
@@ -116,7 +119,7 @@ Amount = Annotated[
                 {"type": "number", "exclusiveMinimum": 0},
                 {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$"},
             ],
-            "description": "More than 0, at most two decimal places; MPESA-B2C: 10 to 150000.",
+            "description": "More than 0, at most two decimal places; MPESA-B2C: whole shillings, 10 to 150000.",
             "examples": ["15000.00", 42000],
         }
     ),
@@ -162,8 +165,11 @@ class PayrollItemIn(BaseModel):
     @field_validator("amount")
     @classmethod
     def _amount_for_provider(cls, value: Decimal, info: ValidationInfo) -> Decimal:
-        if info.data.get("provider") == "MPESA-B2C" and not MPESA_MIN <= value <= MPESA_MAX:
+        provider = info.data.get("provider")
+        if provider == "MPESA-B2C" and not MPESA_MIN <= value <= MPESA_MAX:
             raise _error("mpesa_amount", "must be from 10 to 150000 KES for MPESA-B2C")
+        if provider in WHOLE_SHILLING_PROVIDERS and value != value.to_integral_value():
+            raise _error("whole_shillings", f"must be whole shillings for {provider} (M-Pesa moves no cents)")
         return value
 
     @field_validator("bank_code")

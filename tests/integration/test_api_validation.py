@@ -85,6 +85,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("amount list", _with_item(0, amount=[1]), "items[0].amount"),
     ("mpesa below 10", _with_item(0, amount="9.99"), "items[0].amount"),
     ("mpesa above 150000", _with_item(0, amount="150000.01"), "items[0].amount"),
+    ("mpesa with cents", _with_item(3, amount="1500.50"), "items[3].amount"),
+    ("mpesa with cents as number", _with_item(3, amount=1500.5), "items[3].amount"),
     ("missing amount", _without_item_field(4, "amount"), "items[4].amount"),
     ("missing name", _without_item_field(4, "name"), "items[4].name"),
     ("missing account", _without_item_field(4, "account"), "items[4].account"),

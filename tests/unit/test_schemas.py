@@ -68,11 +68,38 @@ def test_other_numbers_are_rejected(raw: str) -> None:
      (Decimal("100.500"), "100.50"), ("  42.00 ", "42.00"), (150000, "150000.00"), (10, "10.00")],
 )  # fmt: skip
 def test_amounts_parse_to_two_places(amount: object, parsed: str | None) -> None:
+    bank = {"provider": "PESALINK", "account": "1", "bank_code": "2"}  # no whole-shilling rule
     if parsed is None:
-        assert [e["field"] for e in _errors(_payroll(amount=amount))] == ["items[0].amount"]
+        assert [e["field"] for e in _errors(_payroll(amount=amount, **bank))] == ["items[0].amount"]
     else:
-        command = schemas.validate(schemas.CreatePayrollIn, _payroll(amount=amount)).to_command()
+        command = schemas.validate(schemas.CreatePayrollIn, _payroll(amount=amount, **bank)).to_command()
         assert str(command.items[0].amount) == parsed
+
+
+@pytest.mark.parametrize("amount", ["100.50", 100.5, Decimal("10.01"), "149999.99"])
+def test_mpesa_amounts_with_cents_are_refused_on_the_amount(amount: object) -> None:
+    assert _errors(_payroll(amount=amount)) == [
+        {
+            "field": "items[0].amount",
+            "message": "must be whole shillings for MPESA-B2C (M-Pesa moves no cents)",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("item", "parsed"),
+    [
+        ({"amount": "100.00"}, "100.00"),
+        ({"amount": Decimal("100.0")}, "100.00"),
+        ({"provider": "PESALINK", "account": "1", "bank_code": "2", "amount": "100.50"}, "100.50"),
+        ({"provider": "INTASEND", "amount": "100.50"}, "100.50"),
+    ],
+)
+def test_whole_mpesa_amounts_and_other_providers_cents_are_accepted(
+    item: dict[str, Any], parsed: str
+) -> None:
+    command = schemas.validate(schemas.CreatePayrollIn, _payroll(**item)).to_command()
+    assert str(command.items[0].amount) == parsed
 
 
 @pytest.mark.parametrize(
@@ -115,7 +142,13 @@ def test_the_command_carries_totals_and_stripped_text() -> None:
         "reference": "  R-1 ",
         "currency": "KES",
         "items": [
-            {"name": " Jane ", "account": "0712345678", "amount": "10.10", "narrative": ""},
+            {
+                "name": " Jane ",
+                "account": "0712345678",
+                "amount": "10.10",
+                "narrative": "",
+                "provider": "INTASEND",
+            },
             {"name": "John", "account": "0712345679", "amount": 20, "narrative": "Nov"},
         ],
     }
