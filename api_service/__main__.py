@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 
 import uvicorn
 
 from shared import db, migrate
+from shared.errors import PayrunError
+from shared.logging import configure
 from shared.settings import Settings
 
 
@@ -55,10 +58,19 @@ def serve(settings: Settings) -> None:
         sys.exit(3)
 
 
-def main() -> None:
-    from shared.cli import main as cli_main
-
-    cli_main(["api", *sys.argv[1:]])
+def main(argv: list[str] | None = None) -> None:
+    """`python -m api_service`: what `payrun api` does, without importing the `payrun` command."""
+    argparse.ArgumentParser(prog="python -m api_service", description=__doc__).parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure(settings.log_level, settings.log_format)
+        serve(settings)
+    except PayrunError as exc:
+        print(f"payrun api: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # connection refused, unknown host, socket missing
+        print(f"payrun api: cannot reach the database: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -822,7 +822,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-CODE_PATHS = ("api_service", "dispatcher_service", "shared", "simulator", "sql", "pyproject.toml")
+CODE_PATHS = ("api_service", "dispatcher_service", "payrun", "shared", "simulator", "sql", "pyproject.toml")
 
 
 def code_version() -> str:

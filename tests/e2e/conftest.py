@@ -48,7 +48,7 @@ async def make_stack(
             stack.start("dispatcher")
         created = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "shared.cli", "employer", "create", "--name", "E2E Ltd"],
+            [sys.executable, "-m", "payrun", "employer", "create", "--name", "E2E Ltd"],
             cwd=ROOT,
             env=stack.env,
             capture_output=True,

@@ -62,7 +62,7 @@ class Stack:
         name = name or f"{command}{self._count}"
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", command],
+            [sys.executable, "-m", "payrun", command],
             cwd=ROOT,
             env={**self.env, **env},
             stdout=log,

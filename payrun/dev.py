@@ -56,7 +56,7 @@ def run_dev(settings: Settings) -> None:
         env.setdefault("SIM_MAX_RPS", str(int(settings.intasend_max_rps)))
 
     manager = Manager(Printer(sys.stdout))
-    payrun = shlex.quote(sys.executable) + " -m shared.cli"
+    payrun = shlex.quote(sys.executable) + " -m payrun"
     if use_sim:
         manager.add_process("sim", f"{payrun} sim", env=env, cwd=str(ROOT))
     manager.add_process("api", f"{payrun} api", env=env, cwd=str(ROOT))

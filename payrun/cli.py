@@ -1,4 +1,4 @@
-"""`payrun`: the one command (CONTRACT.md section 1). Logs go to stderr; stdout carries only answers."""
+"""`payrun`: the one command (docs/commands.md). Logs go to stderr; stdout carries only answers."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
             run(settings)
         elif args.command == "dev":
-            from shared.dev import run_dev
+            from payrun.dev import run_dev
 
             run_dev(settings)
     except PayrunError as exc:
