@@ -25,9 +25,10 @@ test-fast: $(STAMP)  ## without the end-to-end tests that start real processes
 bench: $(STAMP)  ## benchmarks: each prints a table and a summary line
 	$(BIN)/python -m bench
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, and the layering contracts of pyproject.toml (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 check: lint test
 
@@ -35,4 +36,4 @@ migrate: $(STAMP)
 	$(BIN)/payrun migrate
 
 clean:
-	rm -rf $(VENV) .data build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .data build *.egg-info .pytest_cache .ruff_cache .import_linter_cache
