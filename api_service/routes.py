@@ -59,7 +59,7 @@ ROUTES = [
         methods=["GET"],
         name="payroll_status",
     ),
-    # The seed's routes, kept for the existing payroll UI (CONTRACT.md 3.4).
+    # The seed's routes, kept for the existing payroll UI (docs/api.md section 4).
     Route(
         "/payroll/process",
         protected(payrolls.process_payroll_seed),

@@ -86,7 +86,7 @@ class FakeIntaSend:
             "status": b.status,
             "status_code": b.code,
             "transactions": [dict(t) for t in b.txns],
-            # As the client parses IntaSend's floats (intasend.md: "charge_estimate": 50.0): Decimals, which
+            # As the client parses IntaSend's floats (docs/intasend.md: "charge_estimate": 50.0): Decimals, which
             # the dispatcher stores as jsonb and echoes on approve.
             "charge_estimate": Decimal("50.0"),
             "failed_amount": Decimal("0.0"),

@@ -2,8 +2,8 @@
 
 The classification is the point of this module. A payout request that might have reached IntaSend must never
 look like one that certainly did not, because the dispatcher would then send the money twice; a request that
-certainly failed must not look ambiguous, or payroll would stall on manual checks. See /work/shared/intasend.md
-(sections 1-4, 8, 9) for the wire format this follows.
+certainly failed must not look ambiguous, or payroll would stall on manual checks. See docs/intasend.md
+(sections 0-4, 8, 9) for the wire format this follows.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
 async def test_each_rule_is_a_422_naming_the_field(
     client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
 ) -> None:
-    """One table of cases, one database: each case breaks exactly one rule of CONTRACT.md 3.1."""
+    """One table of cases, one database: each case breaks exactly one rule of docs/api.md section 1."""
     for case, payload, field in CASES:
         r = await client.post("/payrolls", json=payload, headers=api.auth(key))
         assert r.status_code == 422, (case, r.text)

@@ -47,7 +47,7 @@ STATUS = f"{BASE}/api/v1/send-money/status/"
 WALLETS = f"{BASE}/api/v1/wallets/"
 TRACKING = "c1acf08c-5cc1-4b3e-b4a8-e43bc068aa56"
 
-# intasend.md section 2.1, the documented 2020 initiate response (int account, JSON-number amounts).
+# docs/intasend.md section 2.1, the documented 2020 initiate response (int account, JSON-number amounts).
 BATCH_2020 = """{
   "tracking_id": "c1acf08c-5cc1-4b3e-b4a8-e43bc068aa56",
   "status": "Preview and approve", "status_code": "BP101", "nonce": "1aiw02",
@@ -60,7 +60,7 @@ BATCH_2020 = """{
   "created_at": "2020-07-31T14:00:56.563163+03:00", "updated_at": "2020-07-31T14:00:56.563163+03:00"
 }"""
 
-# intasend.md section 2.1, the 2025 batch object (string amounts, provider_reference, embedded wallet).
+# docs/intasend.md section 2.1, the 2025 batch object (string amounts, provider_reference, embedded wallet).
 BATCH_2025 = """{
   "file_id": "0VZ4MOK", "tracking_id": "f89r8b57-0000-4000-8000-000000000001", "batch_reference": null,
   "status": "Completed", "status_code": "BC100", "nonce": "a1b2c3",
