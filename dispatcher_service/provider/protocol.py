@@ -1,9 +1,10 @@
 """What the dispatcher needs from a payout provider, and how every outcome of a request is classified.
 
-Four classes of outcome (what each does to a payroll: docs/payroll_process_flow.md section 3): success (a parsed batch); ``ProviderRejected``, a permanent refusal
-(4xx validation) that is never retried; ``ProviderUnavailable``, transient (429, 5xx, a connection that was
-refused before the request went out), safe to retry; ``ProviderAmbiguous``, a timeout or a connection broken
-after the request was sent, so the provider may have acted on it.
+Four classes of outcome: success (a parsed batch); ``ProviderRejected``, a permanent refusal (4xx validation)
+that is never retried; ``ProviderUnavailable``, transient (429, 5xx, a connection that was refused before the
+request went out), safe to retry; ``ProviderAmbiguous``, a timeout or a connection broken after the request
+was sent, so the provider may have acted on it. What each does to a payroll: docs/payroll_process_flow.md
+section 3.
 """
 
 from __future__ import annotations
