@@ -1,6 +1,6 @@
 """One claimed outbox row, carried through IntaSend's two-step flow to a final state.
 
-Exactly once, step by step (CONTRACT.md section 5):
+Exactly once, step by step (the promise: docs/api.md section 6):
 1. initiate with requires_approval="YES": nothing moves. A lost or repeated initiate leaves at most an orphan
    batch waiting for approval, which payrun never approves.
 2. persist tracking_id, nonce and each item's request_reference_id (fenced, one batch per row) BEFORE approving.

@@ -1,4 +1,4 @@
-"""IntaSend's batch and transaction codes, and what they mean for payrun's items (intasend.md section 4).
+"""IntaSend's batch and transaction codes, and what they mean for payrun's items (docs/intasend.md section 4).
 
 Pure functions, no I/O: matching an initiate response to the items sent, and reading a status response
 into item outcomes.

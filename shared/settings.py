@@ -1,6 +1,6 @@
 """Configuration, read once from the environment into a frozen object.
 
-Only the names of CONTRACT.md section 2 (plus a few payrun-specific knobs with safe defaults) are read, and
+Only the names of docs/configuration.md (including a few payrun-specific knobs with safe defaults) are read, and
 nothing else in payrun reads ``os.environ``. A bad value fails with an error that names the variable.
 """
 

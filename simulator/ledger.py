@@ -25,7 +25,7 @@ EAT = timezone(timedelta(hours=3), "EAT")  # IntaSend stamps times in Nairobi ti
 CHARGE = Decimal("0.00")  # the simulator charges no fees, so balance changes equal the ledger's total_paid
 UPPER_ALNUM = string.ascii_uppercase + string.digits
 
-# Batch states (intasend.md section 4).
+# Batch states (docs/intasend.md section 4).
 PREVIEW = ("Preview and approve", "BP103")
 CONFIRMING = ("Confirming balance", "BP104")
 SENDING = ("Sending payment", "BP110")
@@ -323,7 +323,7 @@ class SimState:
             "nonce": batch.nonce,
             "wallet": self.wallet_view(),
             "transactions": [i.view() for i in batch.items],
-            # Numbers, not strings, as in intasend.md's examples (`"charge_estimate": 50.0`,
+            # Numbers, not strings, as in docs/intasend.md's examples (`"charge_estimate": 50.0`,
             # `"failed_amount": 0.0`): a client must take both forms, and store and echo floats.
             "charge_estimate": float(charges),
             "total_amount_estimate": money(batch.total + charges),

@@ -1,7 +1,7 @@
 """Request validation as strict as a real provider, with errors in the drf-standardized-errors shape.
 
 IntaSend is a Django REST Framework app; its 400s look like ``{"type": "validation_error", "errors": [{"code",
-"detail", "attr"}]}`` with ``attr`` a dotted path such as ``transactions.0.account`` (intasend.md section 8).
+"detail", "attr"}]}`` with ``attr`` a dotted path such as ``transactions.0.account`` (docs/intasend.md section 8).
 Being strict here is the point: a client bug should fail against the simulator before it fails in production.
 """
 

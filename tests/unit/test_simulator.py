@@ -109,7 +109,7 @@ async def test_initiate_approve_status_completes_and_pays(make_client: MakeClien
         batch["total_amount"] == "50.50" and "charge_estimate" in batch and "total_amount_estimate" in batch
     )
     assert batch["wallet"]["currency"] == "KES"
-    # Numbers, as in intasend.md's examples ("charge_estimate": 50.0, "failed_amount": 0.0).
+    # Numbers, as in docs/intasend.md's examples ("charge_estimate": 50.0, "failed_amount": 0.0).
     assert isinstance(batch["charge_estimate"], float) and isinstance(batch["failed_amount"], float)
     first, second = batch["transactions"]
     assert first["status"] == "Pending" and first["status_code"] == "TP101"
