@@ -23,16 +23,28 @@ log = get_logger(__name__)
 POOL_MIN, POOL_MAX = 2, 20
 
 
+async def open_pool(
+    settings: Settings, *, min_size: int = POOL_MIN, max_size: int = POOL_MAX
+) -> asyncpg.Pool:
+    """The API's pool. A request waits at most API_DB_ACQUIRE_TIMEOUT_S for a connection, then gets a 503
+    with Retry-After: a client retrying later beats a queue of requests that all time out at the client."""
+    return await db.create_pool(
+        settings.require_database_url(),
+        min_size=min_size,
+        max_size=max_size,
+        acquire_timeout_s=settings.api_db_acquire_timeout_s,
+    )
+
+
 def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> Starlette:
-    """The API app. With `pool`, the app uses it and leaves closing it to the caller (tests)."""
+    """The API app. With `pool` (tests; `open_pool` makes one as the API would), the app uses it and leaves
+    closing it to the caller."""
     key_throttle = throttle.KeyThrottle(settings.api_key_rate, settings.api_key_burst)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[state.State]:
         owned = pool is None
-        the_pool = pool or await db.create_pool(
-            settings.require_database_url(), min_size=POOL_MIN, max_size=POOL_MAX
-        )
+        the_pool = pool or await open_pool(settings)
         try:
             async with the_pool.acquire() as conn:
                 await migrate.ensure_current(conn)

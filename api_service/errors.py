@@ -39,6 +39,7 @@ TABLE: dict[type[errors.PayrunError], tuple[int, str, str]] = {
     errors.IdempotencyKeyReused: (422, "idempotency-key-reused", "Idempotency-Key reused"),
     errors.Throttled: (429, "throttled", "Too many requests"),
     errors.SchemaNotCurrent: (503, "schema-not-current", "Database schema not current"),
+    errors.DatabaseBusy: (503, "database-busy", "Database busy"),
     errors.DatabaseUnavailable: (503, "database-unavailable", "Database unavailable"),
     errors.PayrunError: (500, "internal-error", "Internal error"),
 }
@@ -50,6 +51,9 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.InsufficientResourcesError,  # 53xxx, too many connections
     asyncpg.OperatorInterventionError,  # 57xxx, shutdown, cannot connect now, query canceled
+    # A pooled connection the server closed while it sat idle (restart, pg_terminate_backend): its next use
+    # fails with "cannot switch to state …; another operation is in progress", and the pool replaces it.
+    asyncpg.InternalClientError,
 )
 
 # Problem members a context entry (`PayrunError(..., payroll_id=...)`) may not overwrite.
@@ -92,6 +96,8 @@ def render(exc: errors.PayrunError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Bearer realm="payrun"'
     elif isinstance(exc, errors.Throttled):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    elif isinstance(exc, errors.DatabaseBusy):
+        headers["Retry-After"] = "1"  # every connection was in use: a moment later one usually is free
     elif status == 503:
         headers["Retry-After"] = "5"
     if status >= 500:

@@ -36,8 +36,10 @@ _PROBLEMS = {
     413: f"The body is larger than {body.MAX_BODY_BYTES} bytes.",
     415: "`Content-Type` is not `application/json`.",
     422: "Validation failed: `errors` lists every problem (at most 100) as `{field, message}`.",
-    429: "Over this API key's throttle (`API_KEY_RATE`/`API_KEY_BURST`); `Retry-After` says when to retry.",
-    503: "The database cannot be reached or its schema is not current.",
+    429: "Over this API key's throttle (`API_KEY_RATE`/`API_KEY_BURST`), or too many unknown keys from this "
+    "client; `Retry-After` says when to retry.",
+    503: "The database cannot be reached, has no free connection within `API_DB_ACQUIRE_TIMEOUT_S`, or its "
+    "schema is not current; `Retry-After` says when to retry.",
 }
 
 _HEADER = {"schema": {"type": "string"}}

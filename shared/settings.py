@@ -81,6 +81,7 @@ class Settings:
     api_workers: int = 1
     api_key_rate: float = 50.0
     api_key_burst: int = 100
+    api_db_acquire_timeout_s: float = 2.0
     intasend_base_url: str = "https://sandbox.intasend.com"
     intasend_secret_key: str | None = field(default=None, repr=False)
     intasend_max_rps: float = 5.0
@@ -109,6 +110,7 @@ class Settings:
             api_workers=_read(env, "API_WORKERS", _positive_int, 1),
             api_key_rate=_read(env, "API_KEY_RATE", _positive_float, 50.0),
             api_key_burst=_read(env, "API_KEY_BURST", _positive_int, 100),
+            api_db_acquire_timeout_s=_read(env, "API_DB_ACQUIRE_TIMEOUT_S", _positive_float, 2.0),
             intasend_base_url=_read(env, "INTASEND_BASE_URL", _base_url, "https://sandbox.intasend.com"),
             intasend_secret_key=_read(env, "INTASEND_SECRET_KEY", str, None),
             intasend_max_rps=_read(env, "INTASEND_MAX_RPS", _positive_float, 5.0),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import uuid
 
 import asyncpg
@@ -10,8 +13,9 @@ import pytest
 import structlog
 
 from api_service import routes
-from api_service.app import create_app
-from shared import migrate
+from api_service.app import create_app, open_pool
+from shared import errors, migrate
+from shared.settings import Settings
 from tests import dbutil
 from tests.integration import api_support as api
 
@@ -44,6 +48,70 @@ async def test_readyz_is_503_when_the_database_is_gone(database_url: str) -> Non
         assert r.status_code == 503
         assert r.headers["content-type"] == "application/problem+json"
         assert r.headers["retry-after"]
+
+
+async def test_a_request_that_gets_no_connection_in_time_is_a_prompt_503_with_retry_after(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    key = (await api.employer(pool))["api_key"]
+    s = api.settings(database_url, api_db_acquire_timeout_s=0.3)
+    one = await open_pool(s, min_size=1, max_size=1)
+    try:
+        async with api.client(s, one) as c:
+            async with one.acquire():  # the pool's only connection, held as a stuck request would
+                started = time.monotonic()
+                r = await c.get("/payrolls", headers=api.auth(key))
+                waited = time.monotonic() - started
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["type"] == "urn:payrun:problem:database-busy"
+            assert r.headers["retry-after"] == "1"
+            assert 0.25 < waited < 1.5
+            assert (await c.get("/payrolls", headers=api.auth(key))).status_code == 200
+    finally:
+        await one.close()
+
+
+def test_the_api_waits_two_seconds_for_a_connection_unless_told_otherwise() -> None:
+    assert Settings.from_env({}).api_db_acquire_timeout_s == 2.0
+    assert Settings.from_env({"API_DB_ACQUIRE_TIMEOUT_S": "0.5"}).api_db_acquire_timeout_s == 0.5
+    with pytest.raises(errors.ConfigError, match="API_DB_ACQUIRE_TIMEOUT_S"):
+        Settings.from_env({"API_DB_ACQUIRE_TIMEOUT_S": "0"})
+
+
+def _terminate_without_yielding(database_url: str, pid: int) -> None:
+    """End a backend from another thread while this event loop is blocked, so the pool cannot notice before
+    the next request uses the connection (as when PostgreSQL restarts between two requests)."""
+
+    async def terminate() -> None:
+        conn = await asyncpg.connect(database_url)
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        await conn.close()
+
+    worker = threading.Thread(target=asyncio.run, args=(terminate(),))
+    worker.start()
+    worker.join()
+    time.sleep(0.2)  # the server's goodbye reaches our socket; nothing reads it yet
+
+
+async def test_a_connection_the_database_dropped_is_a_503_not_a_500(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    key = (await api.employer(pool))["api_key"]
+    s = api.settings(database_url)
+    one = await open_pool(s, min_size=1, max_size=1)
+    try:
+        async with api.client(s, one) as c:
+            async with one.acquire() as conn:
+                pid = conn.get_server_pid()
+            _terminate_without_yielding(database_url, pid)
+            r = await c.get("/payrolls", headers=api.auth(key))
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "urn:payrun:problem:database-unavailable"
+            assert r.headers["retry-after"] == "5"
+            assert (await c.get("/payrolls", headers=api.auth(key))).status_code == 200
+    finally:
+        await one.close()
 
 
 async def test_the_app_refuses_to_start_on_an_unmigrated_database(pg_admin_dsn: str) -> None:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from api_service import errors as http_errors
 from api_service import render, throttle
@@ -27,6 +34,36 @@ def test_every_error_has_its_status(exc: errors.PayrunError, status: int) -> Non
     response = http_errors.render(exc)
     assert response.status_code == status
     assert response.media_type == "application/problem+json"
+
+
+def test_database_busy_is_a_503_that_says_retry_in_a_second() -> None:
+    response = http_errors.render(errors.DatabaseBusy(waited_s=2.0))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert json.loads(response.body)["type"] == "urn:payrun:problem:database-busy"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress"),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+        ConnectionResetError(),
+    ],
+)
+async def test_a_driver_error_about_the_connection_is_a_503_problem(exc: Exception) -> None:
+    async def boom(_request: Request) -> Response:
+        raise exc
+
+    app = Starlette(routes=[Route("/", boom)], exception_handlers=http_errors.handlers())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        r = await client.get("/")
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["retry-after"] == "5"
 
 
 def test_a_subclass_inherits_its_parents_status() -> None:
