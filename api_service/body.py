@@ -22,22 +22,26 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def read_json(request: Request) -> Any:
-    """The parsed body, or a `UnsupportedMediaType` / `BodyTooLarge` / `MalformedBody` error."""
+async def read_bytes(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The raw JSON body, at most `max_bytes`, or a `UnsupportedMediaType` / `BodyTooLarge` error."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":
         raise errors.UnsupportedMediaType()
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise errors.BodyTooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise errors.BodyTooLarge(f"the body must be at most {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise errors.BodyTooLarge(f"the body must be at most {MAX_BODY_BYTES} bytes")
+        if size > max_bytes:
+            raise errors.BodyTooLarge(f"the body must be at most {max_bytes} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """`raw` parsed, or a `MalformedBody` error."""
     if not raw.strip():
         raise errors.MalformedBody("the body is empty: send a JSON object")
     try:
@@ -46,3 +50,8 @@ async def read_json(request: Request) -> Any:
         raise errors.MalformedBody("the body is not readable JSON: it is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, over-long integers
         raise errors.MalformedBody(f"the body is not readable JSON: {exc}") from None
+
+
+async def read_json(request: Request, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The parsed body, or a `UnsupportedMediaType` / `BodyTooLarge` / `MalformedBody` error."""
+    return parse_json(await read_bytes(request, max_bytes))

@@ -135,8 +135,10 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "IntaSend callback (send-money batch status changed)",
             "description": (
                 "Authenticated by the `challenge` field, which must equal INTASEND_WEBHOOK_CHALLENGE (401 "
-                "otherwise, and always while it is unset). Idempotent; it sets no state: it makes the "
-                "dispatcher ask IntaSend for the batch's status sooner."
+                "otherwise, and always while it is unset), checked before the body is parsed. The body may "
+                "be at most 64 KiB plus 2 KiB per transaction of INTASEND_BATCH_SIZE (413 otherwise). "
+                "Idempotent; it sets no state: it makes the dispatcher ask IntaSend for the batch's status "
+                "sooner."
             ),
             "requestBody": {
                 "required": True,
@@ -157,6 +159,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {"description": "Received."},
                 **_problems(400, 401, 415, 422),
+                "413": {"description": "The body is larger than the callback cap.", "content": _PROBLEM},
             },
         }
     },
