@@ -13,7 +13,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from api_service import errors, middleware, routes, state, throttle
+from api_service import errors, keys, middleware, routes, state, throttle
 from shared import db, migrate
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -40,6 +40,9 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> Starl
     """The API app. With `pool` (tests; `open_pool` makes one as the API would), the app uses it and leaves
     closing it to the caller."""
     key_throttle = throttle.KeyThrottle(settings.api_key_rate, settings.api_key_burst)
+    key_book = keys.KeyBook(
+        failure_rate=settings.api_auth_failure_rate, failure_burst=settings.api_auth_failure_burst
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[state.State]:
@@ -49,7 +52,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> Starl
             async with the_pool.acquire() as conn:
                 await migrate.ensure_current(conn)
             log.info("api_started", host=settings.api_host, port=settings.api_port)
-            yield {"settings": settings, "pool": the_pool, "throttle": key_throttle}
+            yield {"settings": settings, "pool": the_pool, "throttle": key_throttle, "keys": key_book}
         finally:
             if owned:
                 await the_pool.close()

@@ -1,7 +1,8 @@
 """`Authorization: Bearer <api_key>`: who the employer is, then that key's throttle.
 
 Every route but the open ones (health, readiness, metrics, the OpenAPI document, webhooks) is wrapped in
-`protected`. A missing or unknown key is a 401; the key itself is never logged, only the employer's id.
+`protected`. A missing or unknown key is a 401, and too many unknown keys from one client a 429 (keys.py says
+how unknown keys are kept from costing a query each); the key itself is never logged, only the employer's id.
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ def _api_key(request: Request) -> str:
 
 
 async def authenticate(request: Request) -> employers.Employer:
-    """The employer whose key the request carries (one query), after that key's throttle lets it through."""
+    """The employer whose key the request carries, after that key's throttle lets it through."""
     key = _api_key(request)
     resources = state.of(request)
-    employer = await employers.by_api_key(resources["pool"], key)
-    if employer is None:
-        raise errors.Unauthenticated("the API key is not valid")
+    client = request.client.host if request.client else "unknown"
+    employer = await resources["keys"].employer(resources["pool"], key, client)
     structlog.contextvars.bind_contextvars(employer_id=str(employer.id))
     await resources["throttle"].check(employers.hash_key(key))
     return employer

@@ -1,4 +1,5 @@
-"""What the lifespan hands every request (Starlette lifespan state): the pool, the settings, the throttle."""
+"""What the lifespan hands every request (Starlette lifespan state): the pool, the settings, the throttle,
+the key book."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from api_service.keys import KeyBook
     from api_service.throttle import KeyThrottle
 
 
@@ -17,6 +19,7 @@ class State(TypedDict):
     settings: Settings
     pool: asyncpg.Pool
     throttle: KeyThrottle
+    keys: KeyBook
 
 
 def of(request: Request) -> State:

@@ -2,12 +2,15 @@
 
 One `aiolimiter.AsyncLimiter` per key hash: a bucket of `burst` that drains at `rate` per second. It lives in
 this process's memory, so with N API processes a key gets N times the rate; the dict is bounded (least
-recently used keys are forgotten, which only ever gives a key a fresh bucket).
+recently used keys are forgotten, which only ever gives a key a fresh bucket). `Bucket` is the plain token
+bucket that keys.py spends on unknown keys.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -44,3 +47,28 @@ class KeyThrottle:
             level = getattr(bucket, "_level", float(self.burst))
             raise errors.Throttled(retry_after_s=max(level + 1 - self.burst, 1.0) / self.rate)
         await bucket.acquire()  # never waits: there is capacity
+
+
+class Bucket:
+    """A token bucket that never waits: `take()` spends a token (0.0) or says how many seconds until one is
+    free; `give_back()` returns a token taken for work that turned out not to count."""
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self._tokens, self._at = burst, clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self) -> float:
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+    def give_back(self) -> None:
+        self._refill()
+        self._tokens = min(self.burst, self._tokens + 1)

@@ -82,6 +82,8 @@ class Settings:
     api_key_rate: float = 50.0
     api_key_burst: int = 100
     api_db_acquire_timeout_s: float = 2.0
+    api_auth_failure_rate: float = 20.0
+    api_auth_failure_burst: int = 100
     intasend_base_url: str = "https://sandbox.intasend.com"
     intasend_secret_key: str | None = field(default=None, repr=False)
     intasend_max_rps: float = 5.0
@@ -111,6 +113,8 @@ class Settings:
             api_key_rate=_read(env, "API_KEY_RATE", _positive_float, 50.0),
             api_key_burst=_read(env, "API_KEY_BURST", _positive_int, 100),
             api_db_acquire_timeout_s=_read(env, "API_DB_ACQUIRE_TIMEOUT_S", _positive_float, 2.0),
+            api_auth_failure_rate=_read(env, "API_AUTH_FAILURE_RATE", _positive_float, 20.0),
+            api_auth_failure_burst=_read(env, "API_AUTH_FAILURE_BURST", _positive_int, 100),
             intasend_base_url=_read(env, "INTASEND_BASE_URL", _base_url, "https://sandbox.intasend.com"),
             intasend_secret_key=_read(env, "INTASEND_SECRET_KEY", str, None),
             intasend_max_rps=_read(env, "INTASEND_MAX_RPS", _positive_float, 5.0),

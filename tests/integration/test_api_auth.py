@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
+from shared import employers
 from tests.integration import api_support as api
 
 PROTECTED = [
@@ -81,3 +82,29 @@ async def test_a_throttled_post_writes_nothing(client: httpx.AsyncClient, pool: 
     r = await client.post("/payrolls", json=api.payroll_body(), headers=api.auth(key))
     assert r.status_code == 429
     assert await api.count(pool, "payrolls") == 0
+
+
+async def test_a_flood_of_unknown_keys_is_429_with_retry_after_and_valid_keys_go_on(
+    database_url: str, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+    real_lookup = employers.by_api_key
+
+    async def counted(conn: asyncpg.Pool, api_key: str) -> employers.Employer | None:
+        lookups.append(api_key)
+        return await real_lookup(conn, api_key)
+
+    monkeypatch.setattr(employers, "by_api_key", counted)
+    key = (await api.employer(pool))["api_key"]
+    s = api.settings(database_url, api_auth_failure_rate=0.1, api_auth_failure_burst=30)  # a client: 3
+    async with api.client(s, pool) as c:
+        assert (await c.get("/payrolls", headers=api.auth(key))).status_code == 200
+        flood = [await c.get("/payrolls", headers=api.auth(f"pr_live_guess{n}")) for n in range(20)]
+        valid = [(await c.get("/payrolls", headers=api.auth(key))).status_code for _ in range(20)]
+    assert [r.status_code for r in flood] == [401] * 3 + [429] * 17
+    throttled = flood[-1]
+    assert throttled.headers["content-type"] == "application/problem+json"
+    assert throttled.json()["status"] == 429
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert valid == [200] * 20
+    assert len(lookups) == 1 + 3  # the valid key once, then three unknown keys; the rest cost no query

@@ -16,8 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api_service import errors as http_errors
-from api_service import render, throttle
-from shared import errors, payrolls, sqlfiles
+from api_service import keys, render, throttle
+from shared import employers, errors, payrolls, sqlfiles
 
 
 @pytest.mark.parametrize(
@@ -143,3 +143,100 @@ def test_the_named_queries_exist() -> None:
 
 def test_statuses_mirror_the_schema() -> None:
     assert len(payrolls.PayrollStatus) == 6 and len(payrolls.ItemStatus) == 6
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Employers:
+    """A stand-in pool for `employers.by_api_key`: counts queries; `valid` maps keys to employers."""
+
+    def __init__(self, **valid: str) -> None:
+        self.valid = {employers.hash_key(k): {"id": uuid.uuid4(), "name": n} for k, n in valid.items()}
+        self.queries = 0
+
+    async def fetchrow(self, _sql: str, key_hash: bytes) -> dict[str, object] | None:
+        self.queries += 1
+        await asyncio.sleep(0)
+        return self.valid.get(key_hash)
+
+
+async def _outcome(book: keys.KeyBook, pool: _Employers, key: str, client: str = "10.0.0.1") -> int:
+    try:
+        await book.employer(pool, key, client)  # type: ignore[arg-type]
+    except errors.PayrunError as exc:
+        return http_errors.lookup(exc)[0]
+    return 200
+
+
+async def test_unknown_keys_cost_a_query_each_only_within_the_clients_share_then_429() -> None:
+    clock, pool = _Clock(), _Employers()
+    book = keys.KeyBook(failure_rate=10.0, failure_burst=30, clock=clock)  # a client: 3, then 1 a second
+    assert [await _outcome(book, pool, f"bad-{n}") for n in range(5)] == [401, 401, 401, 429, 429]
+    assert pool.queries == 3
+    assert await _outcome(book, pool, "bad-x", client="10.0.0.2") == 401  # another client has its own share
+    clock.now += 1.0
+    assert [await _outcome(book, pool, f"late-{n}") for n in range(2)] == [401, 429]
+    assert pool.queries == 5
+
+
+async def test_the_process_budget_bounds_unknown_keys_from_many_clients() -> None:
+    pool = _Employers()
+    book = keys.KeyBook(failure_rate=10.0, failure_burst=30, clock=_Clock())
+    outcomes = [await _outcome(book, pool, f"bad-{n}", client=f"10.0.{n}.1") for n in range(40)]
+    assert outcomes == [401] * 30 + [429] * 10
+    assert pool.queries == 30
+    with pytest.raises(keys.TooManyUnknownKeys) as refused:
+        await book.employer(pool, "bad-more", "10.9.9.9")  # type: ignore[arg-type]
+    assert http_errors.render(refused.value).headers["retry-after"] == "1"
+
+
+async def test_a_refused_key_is_refused_again_without_a_query_for_a_minute() -> None:
+    clock, pool = _Clock(), _Employers()
+    book = keys.KeyBook(failure_rate=1.0, failure_burst=10, clock=clock)
+    assert [await _outcome(book, pool, "stale-key") for _ in range(50)] == [401] * 50
+    assert pool.queries == 1
+    clock.now += keys.REFUSED_TTL_S
+    assert await _outcome(book, pool, "stale-key") == 401
+    assert pool.queries == 2
+
+
+async def test_a_valid_key_costs_one_query_per_five_seconds_and_is_dropped_within_five_of_its_revocation() -> (
+    None
+):
+    clock, pool = _Clock(), _Employers(good="Acme")
+    book = keys.KeyBook(failure_rate=1.0, failure_burst=10, clock=clock)
+    assert [await _outcome(book, pool, "good") for _ in range(100)] == [200] * 100
+    assert pool.queries == 1
+    pool.valid.clear()  # the key is revoked
+    clock.now += keys.VALID_TTL_S - 0.1
+    assert await _outcome(book, pool, "good") == 200
+    clock.now += 0.1
+    assert await _outcome(book, pool, "good") == 401
+    assert pool.queries == 2
+
+
+async def test_a_key_seen_valid_passes_while_unknown_keys_from_its_address_are_throttled() -> None:
+    clock, pool = _Clock(), _Employers(good="Acme")
+    book = keys.KeyBook(failure_rate=0.1, failure_burst=30, clock=clock)  # a client: 3, then 1 in 100 s
+    assert await _outcome(book, pool, "good") == 200
+    assert [await _outcome(book, pool, f"bad-{n}") for n in range(4)] == [401, 401, 401, 429]
+    clock.now += keys.VALID_TTL_S  # its cached answer ran out: looked up again, outside the budget
+    assert [await _outcome(book, pool, "good") for _ in range(3)] == [200] * 3
+    assert await _outcome(book, pool, "bad-new") == 429
+
+
+async def test_concurrent_requests_with_one_key_share_one_query() -> None:
+    pool = _Employers(good="Acme")
+    book = keys.KeyBook(failure_rate=10.0, failure_burst=10, clock=_Clock())  # a client: 1 token
+    outcomes = await asyncio.gather(*(_outcome(book, pool, "good") for _ in range(50)))
+    assert outcomes == [200] * 50
+    assert pool.queries == 1
+    outcomes = await asyncio.gather(*(_outcome(book, pool, "bad") for _ in range(50)))
+    assert outcomes == [401] * 50
+    assert pool.queries == 2

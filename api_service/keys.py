@@ -1,0 +1,158 @@
+"""Which employer an API key belongs to, with a bounded number of queries whatever keys arrive.
+
+- A key found in the last `VALID_TTL_S` seconds is answered from memory: valid keys cost no query, and a key
+  deleted or changed in `employers` is still accepted for at most `VALID_TTL_S` by each API process. A key
+  found in the last `KNOWN_TTL_S` is looked up again without touching the failure budget below, so unknown
+  keys from others never slow down a key this process has seen.
+- A key refused in the last `REFUSED_TTL_S` seconds is refused again (401) without a query. Keys are random
+  256-bit tokens, so a refused key does not become valid unless an operator stores that very hash.
+- Any other key costs one query, and takes a token from its client address's bucket and from the process's
+  bucket first; a lookup that finds an employer gives both back. So unknown keys cost at most
+  `API_AUTH_FAILURE_RATE` queries per second (burst `API_AUTH_FAILURE_BURST`) per process, one address at most
+  a tenth of that, and past it the answer is 429 with Retry-After. Concurrent lookups of one key share one
+  query.
+
+All of it lives in this process's memory, bounded in size (least recently used entries are forgotten).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import asyncpg
+
+from api_service.throttle import Bucket
+from shared import employers, errors
+
+VALID_TTL_S = 5.0
+KNOWN_TTL_S = 600.0
+REFUSED_TTL_S = 60.0
+MAX_ENTRIES = 10_000
+CLIENT_SHARE = 10  # one client address gets 1/CLIENT_SHARE of the process's failure budget
+
+V = TypeVar("V")
+
+
+class TooManyUnknownKeys(errors.Throttled):
+    """Too many unknown API keys from this client: slow down."""
+
+
+class _Recent(Generic[V]):
+    """An LRU map whose entries expire `ttl_s` after they were put."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
+        self._ttl_s, self._clock = ttl_s, clock
+        self._entries: OrderedDict[bytes, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: bytes) -> V | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[0] <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return found[1]
+
+    def pop(self, key: bytes) -> None:
+        self._entries.pop(key, None)
+
+    def put(self, key: bytes, value: V) -> None:
+        self._entries[key] = (self._clock() + self._ttl_s, value)
+        self._entries.move_to_end(key)
+        if len(self._entries) > MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+
+def _give_back(buckets: list[Bucket]) -> None:
+    for bucket in buckets:
+        bucket.give_back()
+
+
+class KeyBook:
+    def __init__(
+        self, *, failure_rate: float, failure_burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        # key hash -> (valid until, employer), remembered for KNOWN_TTL_S
+        self._known: _Recent[tuple[float, employers.Employer]] = _Recent(KNOWN_TTL_S, clock)
+        self._refused: _Recent[bool] = _Recent(REFUSED_TTL_S, clock)
+        self._process = Bucket(failure_rate, failure_burst, clock=clock)
+        self._client_rate = failure_rate / CLIENT_SHARE
+        self._client_burst = max(1.0, failure_burst / CLIENT_SHARE)
+        self._clients: OrderedDict[str, Bucket] = OrderedDict()
+        self._in_flight: dict[bytes, asyncio.Future[employers.Employer | None]] = {}
+
+    def _client(self, address: str) -> Bucket:
+        bucket = self._clients.get(address)
+        if bucket is None:
+            bucket = self._clients[address] = Bucket(self._client_rate, self._client_burst, clock=self._clock)
+            if len(self._clients) > MAX_ENTRIES:
+                self._clients.popitem(last=False)
+        else:
+            self._clients.move_to_end(address)
+        return bucket
+
+    async def employer(self, pool: asyncpg.Pool, api_key: str, client: str) -> employers.Employer:
+        """The key's employer, or `Unauthenticated` (401) / `TooManyUnknownKeys` (429)."""
+        key_hash = employers.hash_key(api_key)
+        known = self._known.get(key_hash)
+        if known is not None and known[0] > self._clock():
+            return known[1]
+        if self._refused.get(key_hash):
+            raise errors.Unauthenticated("the API key is not valid")
+        found = await self._shared_look_up(pool, api_key, key_hash, None if known else client)
+        if found is None:
+            raise errors.Unauthenticated("the API key is not valid")
+        return found
+
+    async def _shared_look_up(
+        self, pool: asyncpg.Pool, api_key: str, key_hash: bytes, client: str | None
+    ) -> employers.Employer | None:
+        pending = self._in_flight.get(key_hash)
+        if pending is not None:
+            await asyncio.wait([pending])  # cancels only this wait, never the shared lookup
+            if not pending.cancelled():
+                return pending.result()
+        return await self._look_up(pool, api_key, key_hash, client)  # alone, or the shared one failed
+
+    def _spend(self, client: str | None) -> list[Bucket]:
+        """A token from the client's bucket and the process's (none for a known key), or TooManyUnknownKeys."""
+        if client is None:
+            return []
+        taken: list[Bucket] = []
+        for bucket in (self._client(client), self._process):
+            wait = bucket.take()
+            if wait:
+                _give_back(taken)
+                raise TooManyUnknownKeys(retry_after_s=wait)
+            taken.append(bucket)
+        return taken
+
+    async def _look_up(
+        self, pool: asyncpg.Pool, api_key: str, key_hash: bytes, client: str | None
+    ) -> employers.Employer | None:
+        """One query (the key's client address None: a key known to be valid a moment ago, no budget)."""
+        taken = self._spend(client)
+        future: asyncio.Future[employers.Employer | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key_hash] = future
+        try:
+            found = await employers.by_api_key(pool, api_key)
+        except BaseException:
+            future.cancel()
+            _give_back(taken)  # the database failed (or the request went away), not the key
+            raise
+        finally:
+            del self._in_flight[key_hash]
+        if found is None:
+            self._known.pop(key_hash)
+            self._refused.put(key_hash, True)
+        else:
+            _give_back(taken)  # only unknown keys spend the budget
+            self._known.put(key_hash, (self._clock() + VALID_TTL_S, found))
+        future.set_result(found)
+        return found
