@@ -21,8 +21,10 @@ DESCRIPTION = """\
 Serve a simulator of IntaSend's Send Money API (initiate, approve, status, wallets) for development,
 tests and benchmarks. It moves no real money: it keeps a ledger of what it would have paid.
 
-Any "Authorization: Bearer <key>" is accepted. Inspection routes (no auth): GET /sim/ledger,
-GET /sim/stats, POST /sim/reset, GET /sim/healthz."""
+Any "Authorization: Bearer <key>" is accepted. A batch holds 1 to 5000 transactions (IntaSend's tested
+figure); more are refused with a 400. Inspection routes (no auth): GET /sim/ledger (each transaction
+processed, and whether money moved), GET /sim/stats (requests, 429s, max_in_any_window, second_approves,
+faults), POST /sim/reset, GET /sim/healthz."""
 
 
 def _epilog() -> str:

@@ -36,6 +36,9 @@ SERVER_ERROR = {
 NOT_FOUND = {"detail": "Not found."}
 THROTTLED = {"detail": "Request was throttled."}
 NO_CREDENTIALS = {"detail": "Authentication credentials were not provided."}
+# Approve carries the whole initiate response back, about 650 bytes per transaction: aiohttp's 1 MiB default
+# would answer 413 to approving a batch of some 1,600, far below the 5,000 a batch may hold.
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 def stderr_log(record: dict[str, Any]) -> None:
@@ -210,8 +213,12 @@ async def approve(request: web.Request) -> web.Response:
     nonce = require_str(data, "nonce")
     if nonce != batch.nonce:
         raise ValidationFailed([FieldError("invalid", "Invalid nonce.", "nonce")])
-    if not sim.state.approve(batch):  # never twice: a second approve is refused, as by a strict IntaSend
-        raise ValidationFailed([FieldError("invalid", "Batch is not awaiting approval.", "tracking_id")])
+    if not sim.state.approve(batch):
+        sim.stats.second_approves += 1
+        # A strict IntaSend refuses it; SIM_SECOND_APPROVE_PAYS plays one that pays the batch again.
+        if not sim.config.second_approve_pays:
+            raise ValidationFailed([FieldError("invalid", "Batch is not awaiting approval.", "tracking_id")])
+        sim.state.approve_again(batch)
     return web.json_response(sim.state.batch_view(batch, batch.state()))
 
 
@@ -264,7 +271,7 @@ def make_app(
     config: SimConfig, *, clock: Callable[[], float] = time.monotonic, log: LogFn = stderr_log
 ) -> web.Application:
     """Build the app from a config object, so tests need no environment variables."""
-    app = web.Application(middlewares=[log_middleware, api_middleware])
+    app = web.Application(middlewares=[log_middleware, api_middleware], client_max_size=MAX_BODY_BYTES)
     app[SIM] = Simulator(config, clock=clock, log=log)
     app.router.add_post("/api/v1/send-money/initiate/", initiate, name="initiate")
     app.router.add_post("/api/v1/send-money/approve/", approve, name="approve")

@@ -67,7 +67,14 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "SIM_STATUS_LAG_S",
         "0",
         "seconds after an approval during which status still shows the batch waiting for approval"
-        " (BP103); a second approve is refused with 400 either way",
+        " (BP103); a second approve is refused with 400 either way, unless SIM_SECOND_APPROVE_PAYS",
+    ),
+    (
+        "SIM_SECOND_APPROVE_PAYS",
+        "0",
+        "1 = accept an approve of a batch already approved and pay its transactions again (new ledger"
+        " entries for the same request_reference_id: a client that approves twice is caught paying twice);"
+        " 0 = refuse it with 400. /sim/stats counts such approves as second_approves either way",
     ),
     ("SIM_SEED", "(random)", "integer seed for ids, outcomes and faults, for reproducible runs"),
 )
@@ -95,6 +102,7 @@ class SimConfig:
     balance: Decimal = Decimal("1000000000.00")
     processing_s: float = 0.3
     status_lag_s: float = 0.0
+    second_approve_pays: bool = False
     seed: int | None = None
     # Not an environment variable: how long a "hung" request sleeps; tests shorten it.
     hang_s: float = field(default=3600.0)
@@ -121,6 +129,7 @@ class SimConfig:
             balance=_read(env, "SIM_BALANCE", _balance, Decimal("1000000000.00")),
             processing_s=_read(env, "SIM_PROCESSING_S", _non_negative_float, 0.3),
             status_lag_s=_read(env, "SIM_STATUS_LAG_S", _non_negative_float, 0.0),
+            second_approve_pays=_read(env, "SIM_SECOND_APPROVE_PAYS", _flag, False),
             seed=_read(env, "SIM_SEED", int, None),
         )
 

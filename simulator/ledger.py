@@ -3,7 +3,9 @@
 Settlement is lazy: a batch completes ``processing_s`` after approval, and :meth:`SimState.settle_due` (called
 at the start of every request) settles each due batch exactly once. Nothing can observe the state except
 through a request, so this is indistinguishable from a background worker, needs no task to cancel, and
-makes "each transaction is paid at most once" a property of one synchronous method.
+makes "each transaction is paid at most once" a property of one synchronous method. The one deliberate
+exception is SIM_SECOND_APPROVE_PAYS: a second approve then runs the batch's payments again
+(:meth:`SimState.approve_again`), for tests that must catch a client approving twice.
 """
 
 from __future__ import annotations
@@ -147,6 +149,17 @@ class LedgerEntry:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A second run of an approved batch's payments (SIM_SECOND_APPROVE_PAYS), due ``processing_s`` after
+    the approve that started it."""
+
+    batch: Batch
+    approved_at: float
+    approved_wall: datetime
+    funded: bool
+
+
 @dataclass
 class SimState:
     """All mutable simulator state; :meth:`reset` returns it to the configured start."""
@@ -168,6 +181,7 @@ class SimState:
         self.reserved = Decimal(0)  # approved, not yet settled: counted against available_balance
         self.wallet_updated = self.wall()
         self._in_flight: list[Batch] = []
+        self._repeats: list[Repeat] = []
 
     # ids ---------------------------------------------------------------------------------------------
     def _uuid(self) -> str:
@@ -220,16 +234,25 @@ class SimState:
             return False
         batch.approved_at = self.clock()
         batch.approved_wall = batch.updated_at = self.wall()
-        total = batch.total
-        batch.funded = self.balance - self.reserved >= total
-        if batch.funded:
-            self.reserved += total
+        batch.funded = self._reserve(batch.total)
         self._in_flight.append(batch)
         return True
 
+    def approve_again(self, batch: Batch) -> None:
+        """Run an approved batch's payments once more, as a provider that honours every approve would. The
+        batch's status shows only the first run; the ledger shows both."""
+        assert batch.approved_at is not None
+        self._repeats.append(Repeat(batch, self.clock(), self.wall(), self._reserve(batch.total)))
+
+    def _reserve(self, total: Decimal) -> bool:
+        funded = self.balance - self.reserved >= total
+        if funded:
+            self.reserved += total
+        return funded
+
     def settle_due(self) -> None:
-        """Settle every approved batch whose processing time has passed."""
-        if not self._in_flight:
+        """Settle every approved batch, then every repeat, whose processing time has passed."""
+        if not self._in_flight and not self._repeats:
             return
         now = self.clock()
         due = [
@@ -240,6 +263,10 @@ class SimState:
         for batch in due:
             self._in_flight.remove(batch)
             self._settle(batch)
+        repeats = [r for r in self._repeats if now - r.approved_at >= self.config.processing_s]
+        for repeat in repeats:
+            self._repeats.remove(repeat)
+            self._settle_repeat(repeat)
 
     def _settle(self, batch: Batch) -> None:
         if batch.settled:  # defensive: _in_flight holds a batch once, but paying twice must be impossible
@@ -257,37 +284,53 @@ class SimState:
         self.reserved -= batch.total
         for item in batch.items:
             item.updated_at = done
-            reference = self._code(10)
-            if item.account in self.config.fail_accounts:
+            entry = self._pay(batch, item, done)
+            if entry.status_code == "TF106":
                 item.status, item.status_code = "Unsuccessful", "TF106"
                 item.status_description = item.failed_reason = "The receiver account is invalid or inactive."
-                paid, determined = False, True
-            elif item.account in self.config.undetermined_accounts:
+            elif entry.status_code == "TF105":
                 item.status, item.status_code = "Unknown", "TF105"
                 item.status_description = "Status cannot be determined. Contact support."
-                paid, determined = self.rng.random() < 0.5, False
             else:
                 item.status, item.status_code = "Successful", "TS100"
                 item.status_description = "The service request is processed successfully."
-                item.provider_reference = reference
+                item.provider_reference = entry.provider_reference
                 item.provider_account_name = f" {item.name}" if item.name else None
-                paid, determined = True, True
-            if paid:
-                self.balance -= item.amount + CHARGE
-                self.wallet_updated = done
-            self.ledger.append(
-                LedgerEntry(
-                    tracking_id=batch.tracking_id,
-                    request_reference_id=item.request_reference_id,
-                    account=item.account,
-                    amount=item.amount,
-                    paid=paid,
-                    determined=determined,
-                    status_code=item.status_code,
-                    provider_reference=reference if paid else None,
-                    paid_at=done if paid else None,
-                )
-            )
+
+    def _settle_repeat(self, repeat: Repeat) -> None:
+        """Pay the batch's transactions again; an unfunded repeat pays nothing, like an unfunded batch."""
+        if not repeat.funded:
+            return
+        self.reserved -= repeat.batch.total
+        done = repeat.approved_wall + timedelta(seconds=self.config.processing_s)
+        for item in repeat.batch.items:
+            self._pay(repeat.batch, item, done)
+
+    def _pay(self, batch: Batch, item: Item, done: datetime) -> LedgerEntry:
+        """Decide one transaction's fate, move the money and record it in the ledger."""
+        reference = self._code(10)
+        if item.account in self.config.fail_accounts:
+            code, paid, determined = "TF106", False, True
+        elif item.account in self.config.undetermined_accounts:
+            code, paid, determined = "TF105", self.rng.random() < 0.5, False
+        else:
+            code, paid, determined = "TS100", True, True
+        if paid:
+            self.balance -= item.amount + CHARGE
+            self.wallet_updated = done
+        entry = LedgerEntry(
+            tracking_id=batch.tracking_id,
+            request_reference_id=item.request_reference_id,
+            account=item.account,
+            amount=item.amount,
+            paid=paid,
+            determined=determined,
+            status_code=code,
+            provider_reference=reference if paid else None,
+            paid_at=done if paid else None,
+        )
+        self.ledger.append(entry)
+        return entry
 
     def _shown_state(self, batch: Batch) -> tuple[str, str]:
         """The batch's state as status shows it: SIM_STATUS_LAG_S after an approval, still waiting."""

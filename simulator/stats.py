@@ -17,6 +17,8 @@ class Stats:
     rejected_429_pace: int = 0
     rejected_429_storm: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    # Approves of a batch already approved: refused, or paid again with SIM_SECOND_APPROVE_PAYS.
+    second_approves: int = 0
 
     def view(self, *, max_in_any_window: int, batches: int) -> dict[str, Any]:
         return {
@@ -27,5 +29,6 @@ class Stats:
             "rejected_429_storm": self.rejected_429_storm,
             "max_in_any_window": max_in_any_window,
             "batches": batches,
+            "second_approves": self.second_approves,
             "faults": {kind: self.faults[kind] for kind in FAULT_KINDS},
         }

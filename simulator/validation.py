@@ -18,6 +18,9 @@ APPROVAL = ("YES", "NO")
 B2B_ACCOUNT_TYPES = ("PayBill", "Paybill", "TillNumber")
 MSISDN = re.compile(r"^254(7|1)\d{8}$")
 CENT = Decimal("0.01")
+# IntaSend's tested batch size (docs/intasend.md section 7). A tested figure, not a documented cap, but a
+# client that sends more relies on something nobody has seen work, so the simulator refuses it.
+MAX_TRANSACTIONS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,14 @@ def validate_initiate(
         )
     elif not data["transactions"]:
         errors.append(FieldError("empty", "This list may not be empty.", "transactions"))
+    elif len(data["transactions"]) > MAX_TRANSACTIONS:  # like DRF, the length first and no item checked
+        errors.append(
+            FieldError(
+                "max_length",
+                f"Ensure this field has no more than {MAX_TRANSACTIONS} elements.",
+                "transactions",
+            )
+        )
     else:
         for index, raw in enumerate(data["transactions"]):
             item = _item(errors, raw, index, provider, invalid_accounts)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -17,6 +19,7 @@ from simulator.__main__ import build_parser
 from simulator.app import make_app
 from simulator.config import ENV_VARS, SimConfig, SimConfigError
 from simulator.ratelimit import SlidingWindow
+from simulator.validation import MAX_TRANSACTIONS
 
 AUTH = {"Authorization": "Bearer ISSecretKey_test_sim"}
 INITIATE = "/api/v1/send-money/initiate/"
@@ -174,6 +177,54 @@ async def test_approving_twice_pays_once(make_client: MakeClient) -> None:
     assert len(ledger["payments"]) == 1 and ledger["total_paid"] == "38.00"
 
 
+async def test_a_second_approve_is_refused_by_default_and_counted(make_client: MakeClient) -> None:
+    client = await make_client()
+    batch = await initiate(client)
+    assert (await post(client, APPROVE, batch))[0] == 200
+    status, body = await post(client, APPROVE, batch)  # still processing
+    assert status == 400 and body["errors"][0]["detail"] == "Batch is not awaiting approval."
+    await wait_final(client, batch["tracking_id"])
+    assert (await post(client, APPROVE, batch))[0] == 400  # completed
+    await asyncio.sleep(0.1)
+    assert (await get_json(client, "/sim/stats"))["second_approves"] == 2
+    assert len((await get_json(client, "/sim/ledger"))["payments"]) == 1
+
+
+async def test_second_approve_pays_makes_a_second_approve_pay_the_batch_again(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(second_approve_pays=True, fail_accounts=frozenset({"254700000001"}))
+    batch = await initiate(
+        client, {"account": "254712345678", "amount": 38}, {"account": "254700000001", "amount": 5}
+    )
+    assert (await post(client, APPROVE, batch))[0] == 200
+    first = await wait_final(client, batch["tracking_id"])
+    status, again = await post(client, APPROVE, batch)
+    assert status == 200 and again["tracking_id"] == batch["tracking_id"]
+    await asyncio.sleep(0.1)  # the repeat settles processing_s after the second approve
+    ledger = await get_json(client, "/sim/ledger")
+    paid = Counter(p["request_reference_id"] for p in ledger["payments"] if p["paid"])
+    good_ref = first["transactions"][0]["request_reference_id"]
+    assert paid == {good_ref: 2}  # what tests/e2e's assert_ledger_agrees reports as "paid twice"
+    assert len({p["provider_reference"] for p in ledger["payments"] if p["paid"]}) == 2
+    assert ledger["total_paid"] == "76.00" and len(ledger["payments"]) == 4
+    assert (await get_json(client, "/sim/stats"))["second_approves"] == 1
+    _, shown = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert shown["status_code"] == "BC100" and shown["transactions"] == first["transactions"]
+    resp = await client.get(WALLETS, headers=AUTH)
+    assert Decimal((await resp.json())[0]["current_balance"]) == SimConfig().balance - Decimal("76.00")
+
+
+async def test_a_repeat_the_wallet_cannot_cover_pays_nothing(make_client: MakeClient) -> None:
+    client = await make_client(second_approve_pays=True, balance=Decimal("50.00"))
+    batch = await initiate(client)
+    await post(client, APPROVE, batch)
+    await wait_final(client, batch["tracking_id"])
+    assert (await post(client, APPROVE, batch))[0] == 200  # 12.00 left for a 38.00 batch
+    await asyncio.sleep(0.1)
+    assert (await get_json(client, "/sim/ledger"))["total_paid"] == "38.00"
+
+
 async def test_approve_rejects_wrong_or_missing_nonce_and_unknown_batch(make_client: MakeClient) -> None:
     client = await make_client()
     batch = await initiate(client)
@@ -231,6 +282,35 @@ async def test_initiate_validation_errors_name_the_field(
     assert body["type"] == "validation_error"
     assert attr in [e["attr"] for e in body["errors"]]
     assert all(set(e) == {"code", "detail", "attr"} for e in body["errors"])
+    assert (await get_json(client, "/sim/stats"))["batches"] == 0
+
+
+async def test_a_batch_of_5000_transactions_is_accepted_approved_and_paid(make_client: MakeClient) -> None:
+    client = await make_client()
+    items = [{"name": "Jane Doe", "account": f"2547{n:08d}", "amount": 1} for n in range(MAX_TRANSACTIONS)]
+    batch = await initiate(client, *items)
+    assert batch["transactions_count"] == 5000
+    status, _ = await post(client, APPROVE, batch)  # the whole initiate response, some 3 MB, sent back
+    assert status == 200
+    assert (await wait_final(client, batch["tracking_id"]))["status_code"] == "BC100"
+    assert (await get_json(client, "/sim/ledger"))["total_paid"] == "5000.00"
+
+
+async def test_more_than_5000_transactions_are_refused_as_a_validation_error(make_client: MakeClient) -> None:
+    client = await make_client()
+    items = [{"account": f"2547{n:08d}", "amount": 1} for n in range(MAX_TRANSACTIONS + 1)]
+    status, body = await post(client, INITIATE, payload(*items))
+    assert status == 400
+    assert body == {
+        "type": "validation_error",
+        "errors": [
+            {
+                "code": "max_length",
+                "detail": "Ensure this field has no more than 5000 elements.",
+                "attr": "transactions",
+            }
+        ],
+    }
     assert (await get_json(client, "/sim/stats"))["batches"] == 0
 
 
@@ -372,6 +452,24 @@ def test_sliding_window_unit() -> None:
     assert all(unlimited.try_acquire(0.0) is None for _ in range(50)) and unlimited.max_in_any_window == 50
 
 
+def test_the_window_refuses_exactly_the_requests_that_would_exceed_the_limit_in_some_second() -> None:
+    dice = random.Random(3)
+    for limit in (1, 2, 5):
+        window = SlidingWindow(limit)
+        now, accepted = 1000.0, []
+        for _ in range(3000):
+            now += dice.choice((0.0, 0.001, 0.05, 0.2, 0.25, 0.5, 1.0)) * dice.random() ** 2
+            in_window = [a for a in accepted if now - 1.0 < a <= now]
+            wait = window.try_acquire(now)
+            assert (wait is None) == (len(in_window) < limit), (limit, now)
+            if wait is None:
+                accepted.append(now)
+            else:
+                assert wait == pytest.approx(in_window[-limit] + 1.0 - now)
+        busiest = max(sum(1 for b in accepted if a - 1.0 < b <= a) for a in accepted)
+        assert window.max_in_any_window == busiest == limit
+
+
 # --- faults -------------------------------------------------------------------------------------------------
 async def test_error_after_acting_still_created_the_batch(make_client: MakeClient) -> None:
     client = await make_client(error_rate_after=1.0, fault_endpoints=frozenset({"initiate"}))
@@ -471,12 +569,14 @@ def test_config_from_env() -> None:
             "SIM_BALANCE": "12.5",
             "SIM_SEED": "42",
             "SIM_PROCESSING_S": "0",
+            "SIM_SECOND_APPROVE_PAYS": "1",
         }
     )
     assert config.port == 0 and config.max_rps == 0 and config.retry_after is False
     assert config.fail_accounts == {"254700000001", "2547000002"}
     assert config.fault_endpoints == {"approve", "status"}
     assert config.balance == Decimal("12.50") and config.seed == 42 and config.processing_s == 0
+    assert config.second_approve_pays is True and SimConfig().second_approve_pays is False
     assert SimConfig.from_env({}) == SimConfig()
 
 
@@ -490,6 +590,7 @@ def test_config_from_env() -> None:
         ("SIM_FAULT_ENDPOINTS", "initiate,refund"),
         ("SIM_429_RETRY_AFTER", "maybe"),
         ("SIM_LATENCY_MS", "nan"),
+        ("SIM_SECOND_APPROVE_PAYS", "twice"),
     ],
 )
 def test_config_errors_name_the_variable(name: str, value: str) -> None:
@@ -515,6 +616,7 @@ def test_help_lists_every_variable() -> None:
         "SIM_UNDETERMINED_ACCOUNTS",
         "SIM_STATUS_LAG_S",
         "SIM_INVALID_ACCOUNTS",
+        "SIM_SECOND_APPROVE_PAYS",
         "SIM_BALANCE",
         "SIM_PROCESSING_S",
         "SIM_SEED",
