@@ -1,7 +1,9 @@
 """IntaSend's batch and transaction codes, and what they mean for payrun's items (docs/intasend.md section 4).
 
 Pure functions, no I/O: matching an initiate response to the items sent, and reading a status response
-into item outcomes.
+into item outcomes. FAILED says "nothing was paid" and invites paying the item again by hand, so it is given
+only on a code that proves it; an unknown, missing or unexpected code gives NEEDS_REVIEW. Codes are compared
+without padding or case.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ BATCH_FAILED = {
     "BF107": "the provider's advance float check failed",
     "BE111": "the batch was ended or cancelled early at the provider",
 }
+# Failures before anything was sent. BF105 is the failed float-balance check (queued BP104, in progress
+# BP106), which IntaSend's codes place before its validations and sending (BP108-BP110), and a batch that
+# cannot be funded pays no one. So under BF105 an item listed without a code, or not listed, was not paid.
+# BF102 and BE111 may come mid-way, and where BF107's "advance float check" falls is not documented.
+BATCH_FAILED_BEFORE_SENDING = frozenset({"BF105"})
 BATCH_COMPLETED = "BC100"
 
 TXN_PAID = frozenset({"TS100"})
@@ -33,15 +40,23 @@ TXN_FAILED = {
     "TC108": "transaction cancelled",
 }
 TXN_UNDETERMINED = frozenset({"TF105"})  # "status cannot be determined": never resent automatically
+# "New transaction, processing pending": IntaSend itself says processing never began (TP102 is "started").
+# Not final while the batch runs, but once the batch has failed nothing will start it, so it was not paid.
+TXN_NOT_STARTED = frozenset({"TP101"})
 # Started but not finished (processing, results pending, under observation, queued for IntaSend's own
 # retry): if the batch ends early around such an item, it may still have been paid.
 TXN_IN_FLIGHT = frozenset({"TP102", "TF104", "TH107", "TR109"})
 
 
+def normalise_code(code: str | None) -> str:
+    """A code as payrun compares it: padding and case are not part of IntaSend's codes."""
+    return (code or "").strip().upper()
+
+
 def awaiting_approval(batch: Batch) -> bool:
-    return batch.status_code in AWAITING_APPROVAL_CODES or (batch.status or "").strip().lower() in (
-        AWAITING_APPROVAL_STATUSES
-    )
+    return normalise_code(batch.status_code) in AWAITING_APPROVAL_CODES or (
+        batch.status or ""
+    ).strip().lower() in (AWAITING_APPROVAL_STATUSES)
 
 
 def _key(account: str, amount: Decimal) -> tuple[str, Decimal]:
@@ -74,8 +89,16 @@ class Reading:
     summary: str
 
 
-def _txn_outcome(item_id: int, t: Transaction, batch_reason: str | None) -> ItemOutcome | None:
-    code = (t.status_code or "").upper()
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A failed batch: why, and whether it failed before anything was sent."""
+
+    reason: str
+    before_sending: bool
+
+
+def _txn_outcome(item_id: int, t: Transaction, failure: _Failure | None) -> ItemOutcome | None:
+    code = normalise_code(t.status_code)
     if code in TXN_PAID:
         return ItemOutcome(item_id, "PAID", None, t.provider_reference)
     if code in TXN_UNDETERMINED:
@@ -85,35 +108,58 @@ def _txn_outcome(item_id: int, t: Transaction, batch_reason: str | None) -> Item
     if code in TXN_FAILED:
         reason = t.failure_reason or TXN_FAILED[code]
         return ItemOutcome(item_id, "FAILED", f"{reason} ({code})")
-    if batch_reason is not None:
-        if code in TXN_IN_FLIGHT:
-            return ItemOutcome(
-                item_id, "NEEDS_REVIEW", f"{batch_reason}, while this transaction was in progress ({code})"
-            )
-        return ItemOutcome(item_id, "FAILED", f"{batch_reason}; transaction {code or 'without a code'}")
+    if failure is None:
+        return None  # the batch is running or completed: wait for a final code
+    # FAILED tells a person the item may be paid again by hand, so only a code that proves nothing was
+    # sent gives it; anything else is for a person to check with IntaSend.
+    if code in TXN_NOT_STARTED:
+        return ItemOutcome(item_id, "FAILED", f"{failure.reason}; transaction {code}, never started")
+    if code in TXN_IN_FLIGHT:
+        return ItemOutcome(
+            item_id, "NEEDS_REVIEW", f"{failure.reason}, while this transaction was in progress ({code})"
+        )
+    if not code:
+        if failure.before_sending:
+            return ItemOutcome(item_id, "FAILED", f"{failure.reason}; transaction without a code")
+        return ItemOutcome(
+            item_id,
+            "NEEDS_REVIEW",
+            f"{failure.reason}; the transaction has no code, so it may have been paid",
+        )
+    return ItemOutcome(
+        item_id,
+        "NEEDS_REVIEW",
+        f"{failure.reason}; transaction code {code} is not one payrun knows, so it may have been paid",
+    )
+
+
+def _missing_outcome(item_id: int, failure: _Failure | None, batch_over: bool) -> ItemOutcome | None:
+    if failure is not None and failure.before_sending:
+        return ItemOutcome(item_id, "FAILED", failure.reason)
+    if failure is not None:
+        return ItemOutcome(item_id, "NEEDS_REVIEW", f"{failure.reason}, and its list does not show this item")
+    if batch_over:
+        return ItemOutcome(item_id, "NEEDS_REVIEW", "the provider's completed batch does not list this item")
     return None
 
 
 def read_status(batch: Batch, items: Sequence[Item]) -> Reading:
     """What a status response says about the items; final when every item has a final outcome."""
-    code = (batch.status_code or "").upper()
+    code = normalise_code(batch.status_code)
     by_ref = {t.request_reference_id: t for t in batch.transactions if t.request_reference_id}
-    batch_reason = f"{BATCH_FAILED[code]} ({code}: {batch.status})" if code in BATCH_FAILED else None
-    batch_over = code == BATCH_COMPLETED or batch_reason is not None
+    failure = (
+        _Failure(f"{BATCH_FAILED[code]} ({code}: {batch.status})", code in BATCH_FAILED_BEFORE_SENDING)
+        if code in BATCH_FAILED
+        else None
+    )
+    batch_over = code == BATCH_COMPLETED or failure is not None
     outcomes: list[ItemOutcome] = []
     for item in items:
         t = by_ref.get(item.request_reference_id or "")
         if t is None:
-            if batch_reason is not None:
-                outcomes.append(ItemOutcome(item.id, "FAILED", batch_reason))
-            elif batch_over:
-                outcomes.append(
-                    ItemOutcome(
-                        item.id, "NEEDS_REVIEW", "the provider's completed batch does not list this item"
-                    )
-                )
-            continue
-        outcome = _txn_outcome(item.id, t, batch_reason)
+            outcome = _missing_outcome(item.id, failure, batch_over)
+        else:
+            outcome = _txn_outcome(item.id, t, failure)
         if outcome is not None:
             outcomes.append(outcome)
     final = len(outcomes) == len(items)

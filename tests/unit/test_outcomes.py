@@ -68,6 +68,58 @@ def test_a_failed_batch_fails_unstarted_items_and_sends_in_flight_ones_to_review
     assert code in (reading.outcomes[0].reason or "")
 
 
+def test_padded_transaction_codes_are_read_as_the_codes_they_pad() -> None:
+    reading = outcomes.read_status(
+        batch("BC100", txn(0, " TS100 ", provider_reference="R0"), txn(1, "TF103 "), txn(2, "\ttf105")),
+        [item(0), item(1), item(2)],
+    )
+    assert reading.final
+    assert [o.status for o in reading.outcomes] == ["PAID", "FAILED", "NEEDS_REVIEW"]
+    assert reading.outcomes[0].provider_reference == "R0"
+
+
+def test_padded_batch_codes_are_read_as_the_codes_they_pad() -> None:
+    reading = outcomes.read_status(batch(" bf102 ", txn(0, "TP101"), txn(1, "TS100")), [item(0), item(1)])
+    assert reading.final and [o.status for o in reading.outcomes] == ["FAILED", "PAID"]
+    assert "BF102" in (reading.outcomes[0].reason or "")
+    assert outcomes.awaiting_approval(batch(" bp103\n"))
+
+
+def test_an_unknown_transaction_code_in_a_failed_batch_needs_review_and_names_the_code() -> None:
+    reading = outcomes.read_status(batch("BF102", txn(0, "TX999")), [item(0)])
+    assert reading.final
+    [outcome] = reading.outcomes
+    assert outcome.status == "NEEDS_REVIEW"
+    assert "TX999" in (outcome.reason or "") and "BF102" in (outcome.reason or "")
+
+
+def statuses(code: str, *txns: Transaction, items: int) -> list[str]:
+    return [
+        o.status for o in outcomes.read_status(batch(code, *txns), [item(n) for n in range(items)]).outcomes
+    ]
+
+
+def test_a_transaction_without_a_code_is_unpaid_only_when_the_batch_failed_its_balance_check() -> None:
+    failed = ("BF102", "BF105", "BF107", "BE111")
+    got = {code: statuses(code, txn(0, None), txn(1, "  "), items=2) for code in failed}
+    assert got == {
+        "BF102": ["NEEDS_REVIEW", "NEEDS_REVIEW"],
+        "BF105": ["FAILED", "FAILED"],
+        "BF107": ["NEEDS_REVIEW", "NEEDS_REVIEW"],
+        "BE111": ["NEEDS_REVIEW", "NEEDS_REVIEW"],
+    }
+
+
+def test_an_item_missing_from_a_failed_batch_is_unpaid_only_when_the_batch_failed_its_balance_check() -> None:
+    got = {code: statuses(code, txn(0, "TS100"), items=2) for code in ("BF102", "BF105", "BF107", "BE111")}
+    assert got == {
+        "BF102": ["PAID", "NEEDS_REVIEW"],
+        "BF105": ["PAID", "FAILED"],
+        "BF107": ["PAID", "NEEDS_REVIEW"],
+        "BE111": ["PAID", "NEEDS_REVIEW"],
+    }
+
+
 def test_an_item_missing_from_a_completed_batch_needs_review() -> None:
     reading = outcomes.read_status(batch("BC100", txn(0, "TS100")), [item(0), item(1)])
     assert reading.final and reading.outcomes[1].status == "NEEDS_REVIEW"
