@@ -14,6 +14,7 @@ import contextlib
 import json
 import subprocess
 import time
+import uuid
 from typing import Any
 
 import asyncpg
@@ -177,6 +178,16 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                 row["payload"],
             )
 
+        async def held_row() -> uuid.UUID:
+            token = uuid.uuid4()
+            await conn.execute(
+                "UPDATE outbox SET status = 'in_progress', lease_token = $2, "
+                "locked_until = now() + interval '1 minute' WHERE id = $1",
+                row["id"],
+                token,
+            )
+            return token
+
         async def items_to(status: str) -> None:
             await conn.execute(
                 "UPDATE payroll_items SET status = $2 WHERE provider_batch_id = $1", batch_id, status
@@ -207,9 +218,11 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                 lambda _: conn.execute(q["mark_submitted"], batch_id),
             ),
             (
-                "record_poll: store the status response (jsonb)",
-                None,
-                lambda _: conn.execute(q["record_poll"], batch_id, row["last_status"], "BC100"),
+                "record_poll: store the status response (jsonb, fenced)",
+                held_row,
+                lambda token: conn.fetchval(
+                    q["record_poll"], batch_id, row["last_status"], "BC100", row["id"], token
+                ),
             ),
             (
                 f"settle_items: {n} items PAID",
@@ -359,7 +372,7 @@ async def claim_latency(opts: h.Options) -> dict[str, Any]:
                     await conn.fetchval(_next_due_sql())
                     next_due.append(time.perf_counter() - t0)
                 plan = await conn.fetchval(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _claim_sql(), "bench", 30.0, 32
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _claim_sql(), "bench", 30.0, 32, []
                 )
                 backlog_t0 = time.perf_counter()
                 await conn.fetchrow(_BACKLOG_SQL)

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from dispatcher_service import outcomes
+from dispatcher_service.lease import Lease, LeaseExpired
 from dispatcher_service.provider.protocol import (
     Batch,
     PayoutProvider,
@@ -32,7 +33,7 @@ from dispatcher_service.provider.protocol import (
     ProviderUnavailable,
 )
 from dispatcher_service.retry import ProviderCaller
-from shared import batches, outbox
+from shared import batches, db, outbox
 from shared.batches import LeaseLost
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -68,10 +69,11 @@ class BatchFlow:
         settings: Settings,
         worker: str,
         row: outbox.Claimed,
+        lease: Lease,
         stopping: asyncio.Event | None = None,
     ) -> None:
         self.pool, self.provider, self.caller, self.settings = pool, provider, caller, settings
-        self.worker, self.row = worker, row
+        self.worker, self.row, self.lease = worker, row, lease
         self.stopping = stopping or asyncio.Event()
         self.item_ids: list[int] = [int(i) for i in row.payload["item_ids"]]
         self.log = log.bind(outbox_id=row.id, payroll_id=str(row.payroll_id), attempt=row.attempts)
@@ -99,6 +101,12 @@ class BatchFlow:
                 await self._give_up(f"the batch was already {stored.stage}")
                 return
             await self._follow(stored)
+        except LeaseExpired as exc:
+            # Paused past the lease (or its heartbeats failed): nothing was sent. Hand the row back at once if
+            # it is still ours, to be resumed from its recorded stage; if not, its new holder goes on.
+            self.log.warning("lease_expired", detail=str(exc))
+            with contextlib.suppress(*db.TRANSIENT_ERRORS):
+                await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=0.0)
         except LeaseLost as exc:
             self.log.warning("lease_lost", detail=str(exc))
 
@@ -126,6 +134,7 @@ class BatchFlow:
                         wallet_id=self.settings.intasend_wallet_id,
                     ),
                     retry_ambiguous=True,
+                    lease=self.lease,
                 )
             except ProviderRejected as exc:
                 if exc.status in AUTH_STATUSES:
@@ -176,7 +185,9 @@ class BatchFlow:
         """`first`: no approve of this batch can have gone out before (it was still `initiated`)."""
         await batches.set_stage(self.pool, self.row, stored.id, "approving")
         try:
-            await self.caller.once("approve", lambda: self.provider.approve(_stored_batch(stored)))
+            await self.caller.once(
+                "approve", lambda: self.provider.approve(_stored_batch(stored)), lease=self.lease
+            )
         except ProviderError as exc:
             self.log.warning("approve_uncertain", error=str(exc), http_status=exc.status)
             await batches.log_attempt(
@@ -199,12 +210,15 @@ class BatchFlow:
         FAILED, if it never tells)."""
         try:
             batch = await self.caller.call(
-                "status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True
+                "status",
+                lambda: self.provider.status(stored.tracking_id),
+                retry_ambiguous=True,
+                lease=self.lease,
             )
         except ProviderError as exc:
             await self._retry_later(f"status after approve failed: {exc}")
             return False
-        await batches.record_poll(self.pool, stored.id, batch.raw, batch.status_code)
+        await batches.record_poll(self.pool, self.row, stored.id, batch.raw, batch.status_code)
         if not outcomes.awaiting_approval(batch):
             await batches.set_stage(self.pool, self.row, stored.id, "approved")
             self.log.info("batch_approval_confirmed", status_code=batch.status_code)
@@ -249,13 +263,16 @@ class BatchFlow:
                 return
             try:
                 batch = await self.caller.call(
-                    "status", lambda: self.provider.status(stored.tracking_id), retry_ambiguous=True
+                    "status",
+                    lambda: self.provider.status(stored.tracking_id),
+                    retry_ambiguous=True,
+                    lease=self.lease,
                 )
             except ProviderError as exc:
                 await self._retry_later(f"status failed: {exc}")
                 return
             polls += 1
-            await batches.record_poll(self.pool, stored.id, batch.raw, batch.status_code)
+            await batches.record_poll(self.pool, self.row, stored.id, batch.raw, batch.status_code)
             reading = outcomes.read_status(batch, items)
             if reading.final:
                 final = await batches.settle(self.pool, self.row, reading.outcomes, batch_id=stored.id)

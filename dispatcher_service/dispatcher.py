@@ -2,8 +2,10 @@
 
 - Wakes on NOTIFY from the API (new rows) and otherwise sleeps until the next row is due (a back-off or a
   lease running out), so an idle dispatcher costs one cheap query every IDLE_MAX_SLEEP_S at most.
-- Keeps at most DISPATCHER_CONCURRENCY rows in flight, one task each; a heartbeat extends their leases and
-  cancels the task of any row that was taken over.
+- Keeps at most DISPATCHER_CONCURRENCY rows in flight, one task each, and never two for one row: a claim
+  skips rows whose flow still runs here. Each row's lease is also kept locally (dispatcher_service/lease.py),
+  checked before every provider request; the heartbeat extends it only when the database did, and cancels
+  the task of any row that was taken over.
 - On stop: claims nothing more, lets in-flight batches finish within the grace period, then cancels the rest
   and gives their rows back (they resume from their recorded stage).
 - Survives PostgreSQL restarts: every database error in the loop is logged and retried with back-off.
@@ -15,15 +17,17 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 
 import asyncpg
 
 from dispatcher_service import batch_flow
 from dispatcher_service.batch_flow import BatchFlow
+from dispatcher_service.lease import Lease
 from dispatcher_service.provider.protocol import PayoutProvider
 from dispatcher_service.retry import ProviderCaller
-from shared import outbox
+from shared import db, outbox
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -57,7 +61,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._notified = False  # woken by the API's NOTIFY (new rows), not by a flow that ended
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._tokens: dict[int, uuid.UUID] = {}
+        self._leases: dict[int, Lease] = {}
         self._stopping = asyncio.Event()
         self.log = log.bind(dispatcher=self.worker)
 
@@ -89,15 +93,20 @@ class Dispatcher:
             free = self.settings.dispatcher_concurrency - len(self._tasks)
             sleep_s = 0.0
             try:
+                asked_at = time.monotonic()
                 claimed = (
                     await outbox.claim(
-                        self.pool, worker=self.worker, lease_s=self.settings.dispatcher_lease_s, limit=free
+                        self.pool,
+                        worker=self.worker,
+                        lease_s=self.settings.dispatcher_lease_s,
+                        limit=free,
+                        running=list(self._tasks),
                     )
                     if free > 0
                     else []
                 )
                 for row in claimed:
-                    self._start(row)
+                    self._start(row, asked_at)
                 if free > 0 and len(claimed) == free:
                     continue  # there may be more: claim again as soon as there is room
                 if free > 0:
@@ -106,7 +115,7 @@ class Dispatcher:
                 else:
                     sleep_s = IDLE_MAX_SLEEP_S
                 db_failures = 0
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db.TRANSIENT_ERRORS as exc:
                 db_failures += 1
                 sleep_s = min(DB_RETRY_MAX_S, 0.5 * 2**db_failures)
                 self.log.warning("claim_failed", error=str(exc), retry_in_s=sleep_s)
@@ -124,7 +133,8 @@ class Dispatcher:
             for w in waiters:
                 w.cancel()
 
-    def _start(self, row: outbox.Claimed) -> None:
+    def _start(self, row: outbox.Claimed, asked_at: float) -> None:
+        lease = Lease(row.id, row.lease_token, lease_s=self.settings.dispatcher_lease_s, asked_at=asked_at)
         flow = BatchFlow(
             pool=self.pool,
             provider=self.provider,
@@ -132,11 +142,12 @@ class Dispatcher:
             settings=self.settings,
             worker=self.worker,
             row=row,
+            lease=lease,
             stopping=self._stopping,
         )
         task = asyncio.create_task(self._run_flow(flow), name=f"outbox row {row.id} payroll {row.payroll_id}")
         self._tasks[row.id] = task
-        self._tokens[row.id] = row.lease_token
+        self._leases[row.id] = lease
 
     async def _run_flow(self, flow: BatchFlow) -> None:
         row = flow.row
@@ -148,6 +159,7 @@ class Dispatcher:
             flow.log.exception("batch_flow_crashed", error=str(exc))
             error = f"dispatcher error: {type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
+                flow.lease.check("a write after a crash")  # a stale flow leaves the row to its new holder
                 if row.errors + 1 >= self.settings.dispatcher_max_errors:
                     await flow.give_up(f"gave up after {row.errors + 1} failed attempts; last: {error}")
                 else:
@@ -160,27 +172,36 @@ class Dispatcher:
                         count_error=True,
                     )
         finally:
-            self._tasks.pop(row.id, None)
-            self._tokens.pop(row.id, None)
+            if self._leases.get(row.id) is flow.lease:
+                del self._tasks[row.id], self._leases[row.id]
             self._wake.set()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         interval = max(0.2, self.settings.dispatcher_lease_s / 3)
         while True:
             await asyncio.sleep(interval)
-            held = dict(self._tokens)
-            if not held:
+            leases = dict(self._leases)
+            if not leases:
                 continue
+            asked_at = time.monotonic()
             try:
                 kept = await outbox.extend_leases(
-                    self.pool, worker=self.worker, lease_s=self.settings.dispatcher_lease_s, held=held
+                    self.pool,
+                    worker=self.worker,
+                    lease_s=self.settings.dispatcher_lease_s,
+                    held={row_id: lease.token for row_id, lease in leases.items()},
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db.TRANSIENT_ERRORS as exc:
+                # The deadlines stay where they are: the flows stop before their next request if this lasts.
                 self.log.warning("heartbeat_failed", error=str(exc))
                 continue
-            for row_id in set(held) - kept:
+            for row_id, lease in leases.items():
+                if row_id in kept:
+                    lease.extended(asked_at)
+                    continue
+                lease.lost = True
                 task = self._tasks.get(row_id)
-                if task is not None and self._tokens.get(row_id) == held[row_id]:
+                if task is not None and self._leases.get(row_id) is lease:
                     self.log.warning("lease_taken_over", outbox_id=row_id)
                     task.cancel()
 
@@ -201,7 +222,7 @@ class Dispatcher:
                 self._wake.set()  # rows may have arrived while we were not listening
                 await lost.wait()
                 self.log.warning("listen_connection_lost")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db.TRANSIENT_ERRORS as exc:
                 failures += 1
                 self.log.warning("listen_failed", error=str(exc))
                 await asyncio.sleep(min(DB_RETRY_MAX_S, 0.5 * 2**failures))
@@ -214,7 +235,7 @@ class Dispatcher:
         if not self._tasks:
             return
         tasks = dict(self._tasks)
-        tokens = dict(self._tokens)
+        leases = dict(self._leases)
         self.log.info("dispatcher_draining", in_flight=len(tasks), grace_s=self.settings.dispatcher_grace_s)
         _, pending = await asyncio.wait(tasks.values(), timeout=self.settings.dispatcher_grace_s)
         for task in pending:
@@ -224,7 +245,7 @@ class Dispatcher:
         for row_id, task in tasks.items():
             if task in pending:
                 with contextlib.suppress(Exception):
-                    if await outbox.release(self.pool, row_id, tokens[row_id], delay_s=0.0):
+                    if await outbox.release(self.pool, row_id, leases[row_id].token, delay_s=0.0):
                         released += 1
         if released:
             self.log.info("rows_released", count=released)

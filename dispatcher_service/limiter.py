@@ -8,12 +8,14 @@ Three layers:
 - a row in PostgreSQL (`provider_rate`) hands out send slots one interval apart to all processes (GCRA with a
   burst of one), `1 / (0.99 * max_rps)` apart: requests leave evenly spread;
 - the hard guarantee: a log of requests (`provider_sends`) in which a request counts from the moment it is
-  allowed to leave until one window after its answer came back (`payrun_take_send`, migration 0006). The
+  allowed to leave until one window after its answer came back (`payrun_take_send`, migration 0007). The
   provider stamps a request somewhere between those two moments, so however late a busy machine sends it
   or the provider reads it, the provider never sees more than max_rps in a second: every request it stamped
   in the second before a new one was still counted in the log when the new one was allowed to leave.
-  One assumption remains: a request never answered stops counting STAMP_BOUND_S after it left (plus the
-  window), so the provider must read a request within that second of its leaving.
+  A grant is used at once or not at all: a request that finds more than GRANT_BOUND_S between asking the log
+  and being handed to the HTTP client (its process was paused) gives the place back and asks again.
+  One assumption remains: a request whose answer never came back (its process died or froze) was stamped by
+  the provider within STAMP_BOUND_S of its grant.
 
 A 429 pauses everyone: the pause is written to the same row, honouring `Retry-After` when the provider sends
 one and backing off exponentially when it does not.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiolimiter import AsyncLimiter
 
-from shared import sqlfiles
+from shared import db, sqlfiles
 from shared.logging import get_logger
 
 # The provider's one-second window, plus 5 ms for the drift between its clock and the database's.
@@ -38,6 +40,9 @@ HEADROOM = 0.99
 # A request whose answer never came back (its dispatcher died) stops counting this long after it left plus
 # one window: the provider stamps requests when they arrive.
 STAMP_BOUND_S = 1.0
+# The most time allowed between asking the log for a place and handing the request to the HTTP client.
+# Well under STAMP_BOUND_S, so a request that leaves is still counted when it arrives.
+GRANT_BOUND_S = 0.25
 # How often to ask the log again while it is held by requests still waiting for their answer.
 POLL_S = 0.005
 MIN_PAUSE_S, MAX_PAUSE_S = 1.0, 60.0
@@ -47,9 +52,11 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """One request allowed to leave: its entry in the send log and how long it waited for it."""
+    """One request allowed to leave: its entry in the send log, when the log was asked for it (monotonic)
+    and how long it waited for it."""
 
     id: int
+    asked_at: float
     waited_s: float
 
 
@@ -78,19 +85,33 @@ class ProviderRateLimiter:
         started = time.monotonic()
         async with self._serial:
             await self._local.acquire()
-            send_id = await self._take_send()
+            send_id, asked_at = await self._take_send()
         waited = time.monotonic() - started
         self.waited_s_total += waited
-        return Send(send_id, waited)
+        return Send(send_id, asked_at, waited)
 
-    async def _take_send(self) -> int:
+    @staticmethod
+    def fresh(send: Send) -> bool:
+        """May this grant still be used? Only if the request is handed on within GRANT_BOUND_S of asking."""
+        return time.monotonic() - send.asked_at <= GRANT_BOUND_S
+
+    async def unused(self, send: Send) -> None:
+        """The request never left (a stale grant, a lease that ran out): its place goes back to everyone. If
+        this write is lost, the place counts until STAMP_BOUND_S after the grant (safe, a little slower)."""
+        try:
+            await self._pool.execute(_q("unused"), send.id)
+        except db.TRANSIENT_ERRORS as exc:
+            log.warning("send_log_unused_not_recorded", send_id=send.id, error=str(exc))
+
+    async def _take_send(self) -> tuple[int, float]:
         epoch = await self._wait_for_slot()
         while True:
+            asked_at = time.monotonic()
             taken = await self._pool.fetchrow(
                 _q("take_send"), self._name, self.max_in_window, WINDOW_S, STAMP_BOUND_S, POLL_S
             )
             if taken["sent"]:
-                return taken["send_id"]
+                return taken["send_id"], asked_at
             await asyncio.sleep(max(taken["wait_s"], 0.001))
             if taken["pause_epoch"] != epoch:
                 # A 429 paused everyone meanwhile: queue again behind the pause instead of rushing out with
@@ -109,7 +130,7 @@ class ProviderRateLimiter:
         is lost, the request counts until STAMP_BOUND_S after it left (still safe, a little slower)."""
         try:
             await self._pool.execute(_q("answered"), send.id)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except db.TRANSIENT_ERRORS as exc:
             log.warning("send_log_answer_not_recorded", send_id=send.id, error=str(exc))
 
     async def rate_limited(self, retry_after: float | None) -> float:

@@ -8,17 +8,23 @@ What may be retried depends on the request, not only on the error:
 - reads (status, wallets) and initiate (requires_approval=YES: a repeated initiate can at worst leave an
   orphan batch that payrun never approves) are retried on transient and ambiguous failures;
 - approve is never retried blindly: after any failure the batch's status is asked first (batch_flow).
+
+Every attempt checks, after every wait and immediately before it leaves, that its grant from the send log is
+fresh and that the row's lease still holds (dispatcher_service/lease.py): a flow paused past its lease sends
+nothing more.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 
-from dispatcher_service.limiter import ProviderRateLimiter
+from dispatcher_service.lease import Lease, LeaseExpired
+from dispatcher_service.limiter import ProviderRateLimiter, Send
 from dispatcher_service.provider.protocol import ProviderAmbiguous, ProviderRateLimited, ProviderUnavailable
 from shared import metrics
 from shared.logging import get_logger
@@ -79,14 +85,22 @@ class ProviderCaller:
     def __init__(self, limiter: ProviderRateLimiter) -> None:
         self._limiter = limiter
 
-    async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]], *, retry_ambiguous: bool) -> T:
+    async def call(
+        self,
+        endpoint: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        retry_ambiguous: bool,
+        lease: Lease | None = None,
+    ) -> T:
         async for attempt in policy(endpoint, retry_ambiguous=retry_ambiguous):
             with attempt:
-                return await self.once(endpoint, fn)
+                return await self.once(endpoint, fn, lease=lease)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def once(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
-        send = await self._limiter.acquire()
+    async def once(self, endpoint: str, fn: Callable[[], Awaitable[T]], *, lease: Lease | None = None) -> T:
+        """One request: `lease` is the claimed row's it acts for (None for requests of no row)."""
+        send = await self._granted(endpoint, lease)
         try:
             try:
                 result = await fn()
@@ -108,6 +122,25 @@ class ProviderCaller:
         self._limiter.succeeded()
         self._record(endpoint, "ok", send.waited_s)
         return result
+
+    async def _granted(self, endpoint: str, lease: Lease | None) -> Send:
+        """A place in the send log that is fresh, under a lease that still holds. Nothing may be awaited
+        between this returning and the request being handed to the HTTP client."""
+        while True:
+            send = await self._limiter.acquire()
+            if lease is not None:
+                try:
+                    lease.check(endpoint)
+                except LeaseExpired:
+                    await self._limiter.unused(send)
+                    metrics.PROVIDER_REQUESTS.labels(endpoint, "lease_expired").inc()
+                    raise
+            if self._limiter.fresh(send):
+                return send
+            await self._limiter.unused(send)
+            log.warning(
+                "send_grant_stale", endpoint=endpoint, asked_s_ago=round(time.monotonic() - send.asked_at, 3)
+            )
 
     @staticmethod
     def _record(endpoint: str, outcome: str, waited: float) -> None:

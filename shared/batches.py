@@ -1,13 +1,15 @@
 """Provider batches and item outcomes: every write the dispatcher makes after a claim, each one fenced.
 
 A fenced write runs in a transaction that first re-checks the row's lease token (`outbox.hold_lease`); if the
-row was taken over by another dispatcher, nothing is written and the caller learns it lost the row.
+row was taken over by another dispatcher, nothing is written and the caller learns it lost the row. The two
+single-statement writes (`record_poll`, `log_attempt`) carry the same check inside the statement.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -74,36 +76,29 @@ async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
 async def log_attempt(
     pool: asyncpg.Pool, row: outbox.Claimed, worker: str, action: str, outcome: str, detail: str | None = None
 ) -> None:
-    await pool.execute(
-        _q("log_attempt"), row.id, row.attempts, worker, action, outcome, (detail or "")[:2000] or None
+    """Record one step of the row's flow for the audit trail; fenced in the statement itself."""
+    written = await pool.fetchval(
+        _q("log_attempt"),
+        row.id,
+        row.attempts,
+        worker,
+        action,
+        outcome,
+        (detail or "")[:2000] or None,
+        row.lease_token,
     )
+    if written is None:
+        raise LeaseLost(f"outbox row {row.id} is no longer ours (not recording {action} {outcome})")
 
 
-class _Fenced:
-    """`async with _Fenced(pool, row) as conn:` a transaction in which we provably still hold the row."""
-
-    def __init__(self, pool: asyncpg.Pool, row: outbox.Claimed) -> None:
-        self._pool, self._row = pool, row
-
-    async def __aenter__(self) -> asyncpg.Connection:
-        self._conn_cm = self._pool.acquire()
-        self._conn = await self._conn_cm.__aenter__()
-        self._tx = self._conn.transaction()
-        await self._tx.start()
-        if not await outbox.hold_lease(self._conn, self._row.id, self._row.lease_token):
-            await self._tx.rollback()
-            await self._conn_cm.__aexit__(None, None, None)
-            raise LeaseLost(f"outbox row {self._row.id} is no longer ours")
-        return self._conn
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None:
-                await self._tx.commit()
-            else:
-                await self._tx.rollback()
-        finally:
-            await self._conn_cm.__aexit__(exc_type, exc, tb)
+@asynccontextmanager
+async def _fenced(pool: asyncpg.Pool, row: outbox.Claimed) -> AsyncIterator[asyncpg.Connection]:
+    """`async with _fenced(pool, row) as conn:` a transaction in which we provably still hold the row. The
+    connection goes back to the pool (its transaction rolled back) on any exception, cancellation included."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await outbox.hold_lease(conn, row.id, row.lease_token):
+            raise LeaseLost(f"outbox row {row.id} is no longer ours")
+        yield conn
 
 
 async def persist_initiated(
@@ -116,7 +111,7 @@ async def persist_initiated(
     refs: dict[int, str],
 ) -> StoredBatch:
     """Persist the batch and each item's request_reference_id before anyone may approve it."""
-    async with _Fenced(pool, row) as conn:
+    async with _fenced(pool, row) as conn:
         batch_id = await conn.fetchval(
             _q("insert_batch"), row.id, row.payroll_id, tracking_id, nonce, response
         )
@@ -128,7 +123,7 @@ async def persist_initiated(
 
 
 async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stage: str) -> None:
-    async with _Fenced(pool, row) as conn:
+    async with _fenced(pool, row) as conn:
         await conn.execute(_q("set_stage"), batch_id, stage)
         if stage == "approved":
             await conn.execute(_q("mark_submitted"), batch_id)
@@ -136,9 +131,12 @@ async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stag
 
 
 async def record_poll(
-    pool: asyncpg.Pool, batch_id: int, status: dict[str, Any], status_code: str | None
+    pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, status: dict[str, Any], status_code: str | None
 ) -> None:
-    await pool.execute(_q("record_poll"), batch_id, status, status_code)
+    """Record a status answer; fenced in the statement, so a stale flow cannot undo a callback's wake-up."""
+    written = await pool.fetchval(_q("record_poll"), batch_id, status, status_code, row.id, row.lease_token)
+    if written is None:
+        raise LeaseLost(f"outbox row {row.id} is no longer ours (not recording a status poll)")
 
 
 async def _close_if_last(conn: asyncpg.Connection, payroll_id: uuid.UUID) -> str | None:
@@ -165,7 +163,7 @@ async def settle(
 ) -> str | None:
     """Record the items' final states, finish the outbox row and, if it was the payroll's last, the payroll:
     all in one transaction. Returns the payroll's final status when this closed it."""
-    async with _Fenced(pool, row) as conn:
+    async with _fenced(pool, row) as conn:
         for o in outcomes:
             metrics.ITEMS_FINAL.labels(o.status).inc()
         await _write_outcomes(conn, outcomes)
@@ -177,7 +175,7 @@ async def settle(
 
 async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence[ItemOutcome]) -> None:
     """Some items of a row failed before any batch was made of them; the row goes on with the others."""
-    async with _Fenced(pool, row) as conn:
+    async with _fenced(pool, row) as conn:
         await _write_outcomes(conn, outcomes)
     for o in outcomes:
         metrics.ITEMS_FINAL.labels(o.status).inc()
@@ -207,7 +205,7 @@ async def settle_all(
     error: str | None = None,
 ) -> str | None:
     """Give every unsettled item of the row one state (a batch-level failure, or a row that died)."""
-    async with _Fenced(pool, row) as conn:
+    async with _fenced(pool, row) as conn:
         unsettled = await conn.fetch(_q("fail_unsettled"), list(item_ids), status, reason)
         metrics.ITEMS_FINAL.labels(status).inc(len(unsettled))
         if batch_id is not None:

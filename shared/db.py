@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,16 @@ async def _no_session_reset(_conn: asyncpg.Connection) -> None:
     rolls back a transaction left open."""
 
 
+# What a database outage, restart or overload looks like to a caller: retry later, it is not a bug.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresError,
+    errors.DatabaseUnavailable,
+)
+
 # How long any caller waits for a pooled connection before giving up with DatabaseBusy. Without it a
 # pool whose connections are all stuck (a slow database, a leak) makes every caller wait for ever while the
 # process looks alive.
@@ -44,10 +53,10 @@ class _AcquireTimeoutPool(asyncpg.Pool):
         super().__init__(*args, **kwargs)
         self.acquire_timeout_s = acquire_timeout_s
 
-    async def _acquire(self, timeout: float | None) -> Any:  # asyncpg's one path to a connection
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg's signature
         try:
             return await super()._acquire(self.acquire_timeout_s if timeout is None else timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise errors.DatabaseBusy(waited_s=timeout or self.acquire_timeout_s) from None
 
 

@@ -11,6 +11,7 @@ Design rules (never twice, never lost):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +54,15 @@ async def start_payroll(
 
 
 async def claim(
-    conn: asyncpg.Connection | asyncpg.Pool, *, worker: str, lease_s: float, limit: int
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    worker: str,
+    lease_s: float,
+    limit: int,
+    running: Sequence[int] = (),
 ) -> list[Claimed]:
-    rows = await conn.fetch(_q("claim_batch"), worker, lease_s, limit)
+    """Claim up to `limit` due rows, never one of `running` (rows whose flow this process still runs)."""
+    rows = await conn.fetch(_q("claim_batch"), worker, lease_s, limit, list(running))
     return [Claimed.from_record(r) for r in rows]
 
 

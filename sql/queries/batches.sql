@@ -37,9 +37,17 @@ UPDATE payroll_items SET status = 'SUBMITTED', updated_at = now()
 WHERE provider_batch_id = $1 AND status = 'PENDING';
 
 -- record_poll --
+-- Fenced like every write of a flow: only the holder of the row's lease ($4, $5) records a poll (clearing
+-- callback_at, the mark a callback left to wake the row).
+WITH fence AS (
+    SELECT id FROM outbox
+    WHERE id = $4 AND lease_token = $5 AND status = 'in_progress' AND locked_until > now()
+    FOR SHARE
+)
 UPDATE provider_batches
 SET status_polls = status_polls + 1, last_status = $2, status_code = $3, callback_at = NULL
-WHERE id = $1;
+WHERE id = $1 AND EXISTS (SELECT 1 FROM fence)
+RETURNING id;
 
 -- settle_items --
 -- One set-based write for every item of a batch: their final (or provisional) states.
@@ -83,8 +91,15 @@ RETURNING p.status, extract(epoch FROM p.finished_at - p.processing_started_at):
 UPDATE payrolls SET updated_at = now() WHERE id = $1;
 
 -- log_attempt --
+-- Fenced: only the holder of the row's lease ($7) records a step of its flow.
+WITH fence AS (
+    SELECT id FROM outbox
+    WHERE id = $1 AND lease_token = $7 AND status = 'in_progress' AND locked_until > now()
+    FOR SHARE
+)
 INSERT INTO outbox_attempts (outbox_id, attempt, dispatcher, action, outcome, detail)
-VALUES ($1, $2, $3, $4, $5, $6);
+SELECT $1, $2, $3, $4, $5, $6 FROM fence
+RETURNING id;
 
 -- note_callback --
 -- A callback for a batch we know: keep it, and make the batch's outbox row due now so that a dispatcher

@@ -31,15 +31,17 @@ SELECT (SELECT count(*) FROM started) > 0 AS started,
 -- ran out (their dispatcher died or stalled). SKIP LOCKED lets dispatchers claim side by side without
 -- waiting on each other; each partial index holds only live rows, so `done` rows cost the claim nothing.
 -- Every claim mints a new lease_token: the fence that stops the previous holder from writing again.
+-- $4: rows whose previous flow still runs in the claiming process (its lease ran out while it was paused):
+-- never handed to that process again until the old flow has ended, so a process runs one flow per row.
 WITH pending AS (
     SELECT id FROM outbox
-    WHERE status = 'pending' AND available_at <= now()
+    WHERE status = 'pending' AND available_at <= now() AND id <> ALL($4::bigint[])
     ORDER BY available_at, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT id FROM outbox
-    WHERE status = 'in_progress' AND locked_until < now()
+    WHERE status = 'in_progress' AND locked_until < now() AND id <> ALL($4::bigint[])
     ORDER BY locked_until
     LIMIT $3
     FOR UPDATE SKIP LOCKED

@@ -20,9 +20,14 @@ RETURNING pause_epoch;
 -- take_send --
 -- The last step before a request leaves: log it if fewer than max_rps requests still count (unanswered, or
 -- answered within the last window), else say how long to wait (payrun_take_send in
--- sql/migrations/0006_send_log_until_answered.sql).
+-- sql/migrations/0007_send_log_fenced.sql).
 SELECT sent, wait_s, pause_epoch, send_id FROM payrun_take_send($1, $2, $3, $4, $5);
 
 -- answered --
 -- The request's answer (or its error) came back: from now on it counts for one more window only.
 UPDATE provider_sends SET answered_at = clock_timestamp() WHERE id = $1 AND answered_at IS NULL;
+
+-- unused --
+-- A grant that was never used (its process was paused past GRANT_BOUND_S, or its lease ran out): the
+-- request did not leave, so it must not hold a place.
+DELETE FROM provider_sends WHERE id = $1;

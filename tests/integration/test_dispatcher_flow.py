@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from dispatcher_service import batch_flow
-from dispatcher_service.dispatcher import Dispatcher
-from dispatcher_service.limiter import ProviderRateLimiter
-from dispatcher_service.retry import ProviderCaller
-from shared.settings import Settings
 from tests import factories
 from tests.fakes import FakeIntaSend
 
@@ -24,50 +19,6 @@ ACCOUNTS = [f"2547{n:08d}" for n in range(10)]
 def fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batch_flow, "POLL_DELAYS_S", (0.05, 0.05, 0.1, 0.2, 6.0))
     monkeypatch.setattr(batch_flow, "row_backoff", lambda errors: 0.05)
-
-
-def settings(database_url: str, **overrides: object) -> Settings:
-    base = dict(
-        database_url=database_url,
-        intasend_secret_key="k",
-        intasend_max_rps=500.0,
-        dispatcher_lease_s=5.0,
-        dispatcher_concurrency=8,
-        dispatcher_grace_s=2.0,
-    )
-    base.update(overrides)
-    return Settings(**base)  # type: ignore[arg-type]
-
-
-class Running:
-    def __init__(
-        self, pool: asyncpg.Pool, dsn: str, provider: FakeIntaSend, s: Settings, worker: str
-    ) -> None:
-        self.stop = asyncio.Event()
-        limiter = ProviderRateLimiter(pool, max_rps=s.intasend_max_rps)
-        self.dispatcher = Dispatcher(
-            pool=pool, dsn=dsn, provider=provider, caller=ProviderCaller(limiter), settings=s, worker=worker
-        )
-        self.task = asyncio.create_task(self.dispatcher.run(self.stop))
-
-    async def close(self) -> None:
-        self.stop.set()
-        await asyncio.gather(asyncio.wait_for(self.task, 10), return_exceptions=True)
-
-
-@pytest.fixture
-async def run_dispatchers(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[object]:
-    running: list[Running] = []
-
-    def start(provider: FakeIntaSend, count: int = 1, **overrides: object) -> list[Running]:
-        s = settings(database_url, **overrides)
-        new = [Running(pool, database_url, provider, s, f"d{len(running) + n}") for n in range(count)]
-        running.extend(new)
-        return new
-
-    yield start
-    for r in running:
-        await r.close()
 
 
 async def wait_final(
