@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench check lint migrate clean
+.PHONY: run test test-fast chaos bench check lint migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("payrun needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -21,6 +21,9 @@ test: $(STAMP)  ## the whole suite, on DATABASE_URL/TEST_DATABASE_URL or an embe
 
 test-fast: $(STAMP)  ## without the end-to-end tests that start real processes
 	$(BIN)/pytest -m 'not e2e'
+
+chaos: $(STAMP)  ## the paused-process tests with many random seeds (CI runs one): PAYRUN_CHAOS_SEEDS="1 2 3"
+	PAYRUN_CHAOS_SEEDS="$${PAYRUN_CHAOS_SEEDS:-1 2 3 4 5 6 7 8 9 10}" $(BIN)/pytest -p no:randomly tests/e2e/test_paused_processes.py
 
 bench: $(STAMP)  ## benchmarks: each prints a table and a summary line
 	$(BIN)/python -m bench

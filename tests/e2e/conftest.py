@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from shared import embedded_pg
 from tests import dbutil
 from tests.e2e.stack import ROOT, Client, Stack, sim_json, wait_http
 
@@ -106,3 +109,13 @@ async def assert_ledger_agrees(stack: Stack) -> dict[str, int]:
     stray = [r for r in paid_refs if r not in known]
     assert not stray, f"the provider paid requests payrun does not account for: {stray[:5]}"
     return dict(states)
+
+
+@pytest.fixture
+def own_server():
+    """A PostgreSQL server of the test's own, to restart or freeze without touching the others."""
+    data_dir = ROOT / ".data" / f"restart-{uuid.uuid4().hex[:8]}"
+    server = embedded_pg.start(data_dir)
+    yield server, data_dir
+    server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)

