@@ -23,7 +23,7 @@ test-fast: $(STAMP)  ## without the end-to-end tests that start real processes
 	$(BIN)/pytest -m 'not e2e'
 
 chaos: $(STAMP)  ## the paused-process tests with many random seeds (CI runs one): PAYRUN_CHAOS_SEEDS="1 2 3"
-	PAYRUN_CHAOS_SEEDS="$${PAYRUN_CHAOS_SEEDS:-1 2 3 4 5 6 7 8 9 10}" $(BIN)/pytest -p no:randomly tests/e2e/test_paused_processes.py
+	PAYRUN_CHAOS_SEEDS="$${PAYRUN_CHAOS_SEEDS:-1 2 3 4 5 6 7 8 9 10}" $(BIN)/pytest tests/e2e/test_paused_processes.py
 
 bench: $(STAMP)  ## benchmarks: each prints a table and a summary line
 	$(BIN)/python -m bench
