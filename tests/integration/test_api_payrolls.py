@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from decimal import Decimal
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from api_service import schemas
+from shared import sqlfiles
 from tests.integration import api_support as api
 
 
@@ -155,6 +157,48 @@ async def test_paid_amount_sums_the_paid_items(
     assert got["paid_amount"] == "3000.00"
     listed = (await client.get("/payrolls", headers=api.auth(key))).json()
     assert listed["items"][0]["paid_amount"] == "3000.00"
+
+
+async def test_paid_amount_follows_every_write_to_the_items(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    """The dispatcher's set-based writes, an operator's one-item resolution, a correction and an item added
+    by hand all move the kept paid_amount exactly as a fresh sum would."""
+    first = await api.create_payroll(client, key, api.payroll_body(items=4, reference="A"))
+    second = await api.create_payroll(client, key, api.payroll_body(items=3, reference="B"))
+    await pool.execute("UPDATE payrolls SET status = 'PROCESSING'")
+    writes = [
+        "UPDATE payroll_items SET status = 'SUBMITTED'",
+        "UPDATE payroll_items SET status = 'PAID' WHERE position < 2",
+        "UPDATE payroll_items SET status = 'NEEDS_REVIEW' WHERE position = 2",
+        "UPDATE payroll_items SET status = 'PAID' WHERE position = 2 AND status = 'NEEDS_REVIEW'",
+        "UPDATE payroll_items SET amount = amount + 10 WHERE position = 0",
+        "UPDATE payroll_items SET status = 'FAILED' WHERE position = 1",
+        f"""INSERT INTO payroll_items (payroll_id, position, name, account, amount, provider, status)
+            VALUES ('{second["id"]}', 9, 'Late', '254700000009', 25, 'MPESA-B2C', 'PAID')""",
+    ]
+    for write in writes:
+        await pool.execute(write)
+        kept = await pool.fetch("SELECT id, paid_amount FROM payrolls ORDER BY id")
+        summed = await pool.fetch(
+            """SELECT p.id, coalesce(sum(i.amount) FILTER (WHERE i.status = 'PAID'), 0) AS paid_amount
+               FROM payrolls p JOIN payroll_items i ON i.payroll_id = p.id GROUP BY p.id ORDER BY p.id"""
+        )
+        assert [tuple(r) for r in kept] == [tuple(r) for r in summed], write
+    listed = {
+        p["id"]: p["paid_amount"]
+        for p in (await client.get("/payrolls", headers=api.auth(key))).json()["items"]
+    }
+    assert listed == {first["id"]: "3010.00", second["id"]: "3035.00"}
+    got = (await client.get(f"/payrolls/{second['id']}", headers=api.auth(key))).json()
+    assert got["paid_amount"] == "3035.00"
+
+
+async def test_the_list_reads_no_item_rows(key: str, pool: asyncpg.Pool) -> None:
+    employer_id = await pool.fetchval("SELECT id FROM employers")
+    query = sqlfiles.load("payrolls")["list_payrolls"]
+    plan = await pool.fetchval("EXPLAIN (FORMAT JSON) " + query, employer_id, None, None, None, 201)
+    assert "payroll_items" not in json.dumps(plan)
 
 
 async def test_list_pages_newest_first_with_a_cursor(
