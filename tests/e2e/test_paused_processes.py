@@ -57,15 +57,15 @@ async def test_a_dispatcher_frozen_past_its_lease_again_and_again_sends_nothing_
 ) -> None:
     rng = random.Random(seed)
     stack, client = await make_stack(dispatchers=2, SIM_SEED=str(seed), **STRICT)
-    ids = await run_payrolls(client, 32)
+    ids = await run_payrolls(client, 40)
     victim = stack.procs[rng.choice(stack.dispatchers())].pid
-    for _ in range(3):
-        await asyncio.sleep(rng.uniform(0.3, 2.5))
+    for _ in range(4):
+        await asyncio.sleep(rng.uniform(0.2, 1.5))
         with frozen([victim]):
-            await asyncio.sleep(LEASE_S + rng.uniform(0.5, 3.0))
-    states = await client.wait_final(ids, within_s=150)
+            await asyncio.sleep(LEASE_S + rng.uniform(1.0, 4.0))
+    states = await client.wait_final(ids, within_s=180)
     assert set(states.values()) == {"COMPLETED"}, stack.logs()
-    assert await assert_ledger_agrees(stack) == {"PAID": 320}
+    assert await assert_ledger_agrees(stack) == {"PAID": 400}
     await assert_paid_once_within_the_limit(stack)
 
 
@@ -100,7 +100,7 @@ async def test_postgres_frozen_past_the_lease_under_two_dispatchers_pays_everyon
         await factories.processing_payroll(
             pool, employer_id=employer, accounts=[f"2547{p:04d}{i:04d}" for i in range(10)]
         )
-        for p in range(30)
+        for p in range(40)
     ]
     await pool.close()
 
@@ -110,12 +110,12 @@ async def test_postgres_frozen_past_the_lease_under_two_dispatchers_pays_everyon
         await wait_http(f"{stack.sim}/sim/healthz")
         stack.start("dispatcher")
         stack.start("dispatcher")
-        for _ in range(2):
-            await asyncio.sleep(rng.uniform(0.5, 3.0))
+        for _ in range(3):
+            await asyncio.sleep(rng.uniform(0.2, 2.0))
             with frozen(_server_pids(data_dir)):
-                await asyncio.sleep(LEASE_S + rng.uniform(0.5, 3.0))
+                await asyncio.sleep(LEASE_S + rng.uniform(1.0, 4.0))
         states: dict[str, int] = {}
-        for _ in range(150):
+        for _ in range(180):
             await asyncio.sleep(1)
             conn = await asyncpg.connect(dsn)
             try:
@@ -126,7 +126,7 @@ async def test_postgres_frozen_past_the_lease_under_two_dispatchers_pays_everyon
             if "PROCESSING" not in states:
                 break
         assert states == {"COMPLETED": len(payrolls)}, stack.logs()
-        assert await assert_ledger_agrees(stack) == {"PAID": 300}
+        assert await assert_ledger_agrees(stack) == {"PAID": 400}
         await assert_paid_once_within_the_limit(stack)
     finally:
         stack.stop_all()
