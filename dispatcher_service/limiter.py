@@ -52,11 +52,11 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """One request allowed to leave: its entry in the send log, when the log was asked for it (monotonic)
-    and how long it waited for it."""
+    """One request allowed to leave: its entry in the send log, when the log granted it (monotonic, at the
+    latest) and how long the request waited for it."""
 
     id: int
-    asked_at: float
+    granted_at: float
     waited_s: float
 
 
@@ -85,15 +85,15 @@ class ProviderRateLimiter:
         started = time.monotonic()
         async with self._serial:
             await self._local.acquire()
-            send_id, asked_at = await self._take_send()
+            send_id, granted_at = await self._take_send()
         waited = time.monotonic() - started
         self.waited_s_total += waited
-        return Send(send_id, asked_at, waited)
+        return Send(send_id, granted_at, waited)
 
     @staticmethod
     def fresh(send: Send) -> bool:
-        """May this grant still be used? Only if the request is handed on within GRANT_BOUND_S of asking."""
-        return time.monotonic() - send.asked_at <= GRANT_BOUND_S
+        """May this grant still be used? Only if the request is handed on within GRANT_BOUND_S of it."""
+        return time.monotonic() - send.granted_at <= GRANT_BOUND_S
 
     async def unused(self, send: Send) -> None:
         """The request never left (a stale grant, a lease that ran out): its place goes back to everyone. If
@@ -110,8 +110,11 @@ class ProviderRateLimiter:
             taken = await self._pool.fetchrow(
                 _q("take_send"), self._name, self.max_in_window, WINDOW_S, STAMP_BOUND_S, POLL_S
             )
+            assert taken is not None  # payrun_take_send() returns one row
             if taken["sent"]:
-                return taken["send_id"], asked_at
+                # The moment of the grant on our clock: the server waited granted_after_s for the rate row's
+                # lock before granting; that wait is the database's, not a pause of ours.
+                return taken["send_id"], asked_at + taken["granted_after_s"]
             await asyncio.sleep(max(taken["wait_s"], 0.001))
             if taken["pause_epoch"] != epoch:
                 # A 429 paused everyone meanwhile: queue again behind the pause instead of rushing out with
@@ -121,6 +124,7 @@ class ProviderRateLimiter:
     async def _wait_for_slot(self) -> int:
         """Take the next shared send slot and sleep until it; returns the pause epoch it was taken in."""
         slot = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
+        assert slot is not None  # the provider_rate row (migration 0001) is never deleted
         if slot["wait_s"] > 0:
             await asyncio.sleep(slot["wait_s"])
         return int(slot["pause_epoch"])

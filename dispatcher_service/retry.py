@@ -72,7 +72,8 @@ def policy(endpoint: str, *, retry_ambiguous: bool, attempts: int = INLINE_ATTEM
         retryable += (ProviderAmbiguous,)
     return AsyncRetrying(
         retry=tenacity.retry_if_exception_type(retryable),
-        stop=tenacity.stop_after_attempt(attempts) | _stop_if_long_wait,
+        # tenacity combines a stop with any callable of the call state; its annotation names stop_base only.
+        stop=tenacity.stop_after_attempt(attempts) | _stop_if_long_wait,  # type: ignore[operator]
         wait=_wait,
         before_sleep=_log_retry(endpoint),
         reraise=True,
@@ -139,7 +140,9 @@ class ProviderCaller:
                 return send
             await self._limiter.unused(send)
             log.warning(
-                "send_grant_stale", endpoint=endpoint, asked_s_ago=round(time.monotonic() - send.asked_at, 3)
+                "send_grant_stale",
+                endpoint=endpoint,
+                granted_s_ago=round(time.monotonic() - send.granted_at, 3),
             )
 
     @staticmethod

@@ -21,7 +21,7 @@ RETURNING pause_epoch;
 -- The last step before a request leaves: log it if fewer than max_rps requests still count (unanswered, or
 -- answered within the last window), else say how long to wait (payrun_take_send in
 -- sql/migrations/0007_send_log_fenced.sql).
-SELECT sent, wait_s, pause_epoch, send_id FROM payrun_take_send($1, $2, $3, $4, $5);
+SELECT sent, wait_s, pause_epoch, send_id, granted_after_s FROM payrun_take_send($1, $2, $3, $4, $5);
 
 -- answered --
 -- The request's answer (or its error) came back: from now on it counts for one more window only.
