@@ -19,8 +19,9 @@ import time
 import traceback
 from typing import Any
 
-from bench import harness as h
+from bench import host, postgres, registry, stats
 from shared import logging as payrun_logging
+from testkit.stack import ROOT
 
 BENCHES = ("burst", "hundred_users", "scale", "throughput", "resources")
 
@@ -44,12 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _main(names: list[str], opts: h.Options) -> None:
+async def _main(names: list[str], opts: registry.Options) -> None:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)  # SIGTERM stops like Ctrl-C: every finally runs
-    server = h.Postgres.get()
+    server = postgres.Postgres.get()
     await server.inspect()
     print(f"  database: {server.describe()}", flush=True)
     for name in names:
@@ -61,22 +62,24 @@ async def _main(names: list[str], opts: h.Options) -> None:
             await module.run(opts)
         except Exception as exc:  # one broken benchmark does not hide the others' figures
             traceback.print_exc()
-            h.record(name, "benchmark run", f"FAILED: {type(exc).__name__}: {exc}"[:200], ok=False)
-            h.summary(f"{name}: FAILED ({type(exc).__name__}: {exc})"[:300])
+            registry.record(name, "benchmark run", f"FAILED: {type(exc).__name__}: {exc}"[:200], ok=False)
+            registry.summary(f"{name}: FAILED ({type(exc).__name__}: {exc})"[:300])
         print(f"  ({name} took {time.monotonic() - started:.0f} s)", flush=True)
 
 
 def _final_table() -> None:
     rows = []
-    for r in h.RESULTS:
+    for r in registry.RESULTS:
         verdict = "" if r.ok is None else ("met" if r.ok else "MISSED")
-        value = f"{r.value:,.3f}".rstrip("0").rstrip(".") if isinstance(r.value, float) else h.fmt(r.value)
+        value = (
+            f"{r.value:,.3f}".rstrip("0").rstrip(".") if isinstance(r.value, float) else stats.fmt(r.value)
+        )
         rows.append([r.bench, r.metric, f"{value} {r.unit}".strip(), r.target, verdict, r.note])
-    h.table(
+    stats.table(
         "All figures against the issue's targets", ["bench", "figure", "measured", "target", "", "note"], rows
     )
     print("\nSUMMARY lines:")
-    for line in h.SUMMARIES:
+    for line in registry.SUMMARIES:
         print(f"  {line}")
 
 
@@ -87,13 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         _parser().error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
     payrun_logging.configure("warning", "console")  # migrations log through structlog: keep stdout for tables
-    opts = h.Options(quick=args.quick, runs=max(1, args.runs), profile=not args.no_profile)
+    opts = registry.Options(quick=args.quick, runs=max(1, args.runs), profile=not args.no_profile)
     if opts.log_dir.exists():
         shutil.rmtree(opts.log_dir)
     opts.log_dir.mkdir(parents=True)
     started = time.time()
-    info = h.machine()
-    info["code_at_start"] = h.code_version()
+    info = host.machine()
+    info["code_at_start"] = host.code_version()
     print(
         f"payrun benchmarks{' (--quick: smoke run, not figures to quote)' if opts.quick else ''}: {', '.join(names)}"
     )
@@ -110,19 +113,19 @@ def main(argv: list[str] | None = None) -> None:
         interrupted = True
         print("\ninterrupted: everything started has been stopped", file=sys.stderr)
     finally:
-        server = h.Postgres._instance
+        server = postgres.Postgres._instance
         if server is not None:
             info["postgres"] = server.describe()
         info["loadavg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
-        info["code_at_end"] = h.code_version()
+        info["code_at_end"] = host.code_version()
         if info["code_at_end"] != info["code_at_start"]:
             print(
                 f"\nNOTE: payrun's code changed during the run: {info['code_at_start']} -> {info['code_at_end']}"
             )
-        if h.RESULTS:
+        if registry.RESULTS:
             _final_table()
-            path = h.write_results(opts, started, info)
-            print(f"\nresults: {path.relative_to(h.ROOT)}; process logs: {opts.log_dir.relative_to(h.ROOT)}/")
+            path = registry.write_results(opts, started, info)
+            print(f"\nresults: {path.relative_to(ROOT)}; process logs: {opts.log_dir.relative_to(ROOT)}/")
         print(f"total time {time.time() - started:.0f} s")
     if interrupted:
         sys.exit(130)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench import harness as h
+from bench import fixtures, postgres, processes, registry, stats, traffic
 from shared import db, sqlfiles
 
 NAME = "burst"
@@ -29,35 +29,35 @@ TARGET_SHARE = 0.20
 # -- simultaneous calls -----------------------------------------------------------------------------------
 
 
-async def simultaneous(opts: h.Options, n: int, reps: int) -> list[dict[str, Any]]:
+async def simultaneous(opts: registry.Options, n: int, reps: int) -> list[dict[str, Any]]:
     runs = []
-    async with h.running_stack(opts, f"{NAME}-{n}", dispatchers=0) as st:
+    async with processes.running_stack(opts, f"{NAME}-{n}", dispatchers=0) as st:
         conn = await db.connect(st.dsn)
         try:
-            made = await h.create_employers(conn, n)
+            made = await fixtures.create_employers(conn, n)
         finally:
             await conn.close()
-        async with h.session(n + 16) as client:
+        async with traffic.session(n + 16) as client:
             for rep in range(1, reps + 1):
-                ids = await h.bounded(
+                ids = await traffic.bounded(
                     16,
                     (
-                        h.create_payroll_api(client, st.api, key, f"B{rep}-{i}", (rep * n + i) * 10, 10)
+                        traffic.create_payroll_api(client, st.api, key, f"B{rep}-{i}", (rep * n + i) * 10, 10)
                         for i, (_, key) in enumerate(made)
                     ),
                 )
-                opened = await h.warm_up(client, st.api, n)
-                before, pg_before = st.resources(), h.Postgres.get().cpu_seconds()
+                opened = await traffic.warm_up(client, st.api, n)
+                before, pg_before = st.resources(), postgres.Postgres.get().cpu_seconds()
                 client_before = time.process_time()
-                released, answers = await h.release_at_once(
+                released, answers = await traffic.release_at_once(
                     [
-                        h.post(client, f"{st.api}/payrolls/{pid}/process", h.auth(key))
+                        traffic.post(client, f"{st.api}/payrolls/{pid}/process", traffic.auth(key))
                         for pid, (_, key) in zip(ids, made, strict=True)
                     ]
                 )
                 client_s = time.process_time() - client_before
                 await asyncio.sleep(0.2)
-                after, pg_after = st.resources(), h.Postgres.get().cpu_seconds()
+                after, pg_after = st.resources(), postgres.Postgres.get().cpu_seconds()
                 lat = [a.latency_s for a in answers]
                 from_release = [a.done_at - released for a in answers]
                 statuses = collections.Counter(str(a.status) for a in answers)
@@ -68,11 +68,11 @@ async def simultaneous(opts: h.Options, n: int, reps: int) -> list[dict[str, Any
                         "opened": opened,
                         "ok": statuses.get("202", 0),
                         "non_202": {k: v for k, v in statuses.items() if k != "202"},
-                        "p50_s": h.pct(lat, 50),
-                        "p99_s": h.pct(lat, 99),
+                        "p50_s": stats.pct(lat, 50),
+                        "p99_s": stats.pct(lat, 99),
                         "max_s": max(lat),
-                        "release_p50_s": h.pct(from_release, 50),
-                        "release_p99_s": h.pct(from_release, 99),
+                        "release_p50_s": stats.pct(from_release, 50),
+                        "release_p99_s": stats.pct(from_release, 99),
                         "makespan_s": max(from_release),
                         "api_cpu_ms_per_call": 1000 * (after["api"]["cpu_s"] - before["api"]["cpu_s"]) / n,
                         "pg_cpu_ms_per_call": 1000 * (pg_after - pg_before) / n
@@ -127,7 +127,7 @@ async def run_pgbench(
 ) -> dict[str, Any]:
     total = clients * per_client
     chosen = [owners[i % len(owners)] for i in range(total)]
-    ids = await h.create_payrolls_sql(conn, chosen, 10, first_worker=worker_base, tag="PGB")
+    ids = await fixtures.create_payrolls_sql(conn, chosen, 10, first_worker=worker_base, tag="PGB")
     await conn.execute(
         """DROP TABLE IF EXISTS bench_targets; DROP SEQUENCE IF EXISTS bench_seq;
            CREATE TABLE bench_targets (n bigint PRIMARY KEY, payroll_id uuid NOT NULL, employer_id uuid NOT NULL);
@@ -137,7 +137,7 @@ async def run_pgbench(
         "bench_targets", records=[(i + 1, pid, chosen[i]) for i, pid in enumerate(ids)]
     )
     await conn.execute("ANALYZE bench_targets")
-    pgbench = h.Postgres.get().pgbench()
+    pgbench = postgres.Postgres.get().pgbench()
     assert pgbench, "pgbench not found"
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(pgbench_script(notify))
@@ -158,7 +158,7 @@ async def run_pgbench(
             script,
             dsn,
         ]
-        with h.child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        with processes.child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
             out, err = await asyncio.to_thread(proc.communicate)
     finally:
         os.unlink(script)
@@ -187,34 +187,36 @@ async def drive(
     while queue:
         pid, owner = queue.popleft()
         t = time.perf_counter()
-        async with client.post(f"{api}/payrolls/{pid}/process", headers=h.auth(key_of[owner])) as resp:
+        async with client.post(f"{api}/payrolls/{pid}/process", headers=traffic.auth(key_of[owner])) as resp:
             await resp.read()
             statuses[str(resp.status)] += 1
         lat.append(time.perf_counter() - t)
 
 
-async def sustained(opts: h.Options, reps: int) -> list[dict[str, Any]]:
+async def sustained(opts: registry.Options, reps: int) -> list[dict[str, Any]]:
     calls = 600 if opts.quick else 4000
     per_client = 100 if opts.quick else 400
     runs = []
-    async with h.running_stack(opts, f"{NAME}-sustained", dispatchers=0) as st:
+    async with processes.running_stack(opts, f"{NAME}-sustained", dispatchers=0) as st:
         conn = await db.connect(st.dsn)
         try:
-            made = await h.create_employers(conn, SUSTAINED_EMPLOYERS)
+            made = await fixtures.create_employers(conn, SUSTAINED_EMPLOYERS)
             owners = [e for e, _ in made]
             key_of = {e: k for e, k in made}
             worker_base = 0
             for rep in range(1, reps + 1):
                 chosen = [owners[i % len(owners)] for i in range(calls)]
-                ids = await h.create_payrolls_sql(conn, chosen, 10, first_worker=worker_base, tag="SUS")
+                ids = await fixtures.create_payrolls_sql(
+                    conn, chosen, 10, first_worker=worker_base, tag="SUS"
+                )
                 worker_base += calls * 10
                 queue = collections.deque(zip(ids, chosen, strict=True))
                 statuses: collections.Counter[str] = collections.Counter()
                 lat: list[float] = []
-                async with h.session(SUSTAINED_CLIENTS + 8) as client:
-                    await h.warm_up(client, st.api, SUSTAINED_CLIENTS)
+                async with traffic.session(SUSTAINED_CLIENTS + 8) as client:
+                    await traffic.warm_up(client, st.api, SUSTAINED_CLIENTS)
                     before = st.resources()
-                    pg_before = h.Postgres.get().cpu_seconds()
+                    pg_before = postgres.Postgres.get().cpu_seconds()
 
                     started = time.perf_counter()
                     await asyncio.gather(
@@ -225,14 +227,14 @@ async def sustained(opts: h.Options, reps: int) -> list[dict[str, Any]]:
                     )
                     elapsed = time.perf_counter() - started
                     after = st.resources()
-                    pg_after = h.Postgres.get().cpu_seconds()
+                    pg_after = postgres.Postgres.get().cpu_seconds()
                 st.check_alive()
                 api = {
                     "calls": calls,
                     "elapsed_s": elapsed,
                     "rate": calls / elapsed,
-                    "p50_s": h.pct(lat, 50),
-                    "p99_s": h.pct(lat, 99),
+                    "p50_s": stats.pct(lat, 50),
+                    "p99_s": stats.pct(lat, 99),
                     "non_202": {k: v for k, v in statuses.items() if k != "202"},
                     "api_cpu_ms_per_call": 1000 * (after["api"]["cpu_s"] - before["api"]["cpu_s"]) / calls,
                     "pg_cpu_ms_per_call": 1000 * (pg_after - pg_before) / calls
@@ -260,7 +262,7 @@ async def sustained(opts: h.Options, reps: int) -> list[dict[str, Any]]:
                         "share_notify": api["rate"] / best_notify,
                     }
                 )
-                h.say(
+                stats.say(
                     f"sustained run {rep}: API {api['rate']:.0f} process calls/s; pgbench best {best:.0f} tps "
                     f"(with pg_notify {best_notify:.0f}); {100 * api['rate'] / best:.1f} %"
                 )
@@ -269,7 +271,7 @@ async def sustained(opts: h.Options, reps: int) -> list[dict[str, Any]]:
     return runs
 
 
-async def run(opts: h.Options) -> dict[str, Any]:
+async def run(opts: registry.Options) -> dict[str, Any]:
     reps = opts.reps()
     out: dict[str, Any] = {}
     for n in (100, 1000):
@@ -279,21 +281,21 @@ async def run(opts: h.Options) -> dict[str, Any]:
             [
                 str(r["rep"]),
                 f"{r['ok']}/{n}",
-                h.ms(r["p50_s"]),
-                h.ms(r["p99_s"]),
-                h.ms(r["max_s"]),
-                h.ms(r["release_p99_s"]),
-                h.ms(r["makespan_s"]),
+                stats.ms(r["p50_s"]),
+                stats.ms(r["p99_s"]),
+                stats.ms(r["max_s"]),
+                stats.ms(r["release_p99_s"]),
+                stats.ms(r["makespan_s"]),
                 sum(r["non_202"].values()),
                 round(r["api_cpu_ms_per_call"], 2),
-                h.fmt(r["pg_cpu_ms_per_call"], 2),
+                stats.fmt(r["pg_cpu_ms_per_call"], 2),
                 round(r["client_cpu_ms_per_call"], 2),
                 r["opened"],
             ]
             for r in runs
         ]
         m = {
-            k: h.med(r[k] for r in runs)
+            k: stats.med(r[k] for r in runs)
             for k in (
                 "p50_s",
                 "p99_s",
@@ -311,19 +313,19 @@ async def run(opts: h.Options) -> dict[str, Any]:
                 [
                     "median",
                     f"{min(r['ok'] for r in runs)}/{n}",
-                    h.ms(m["p50_s"]),
-                    h.ms(m["p99_s"]),
-                    h.ms(m["max_s"]),
-                    h.ms(m["release_p99_s"]),
-                    h.ms(m["makespan_s"]),
+                    stats.ms(m["p50_s"]),
+                    stats.ms(m["p99_s"]),
+                    stats.ms(m["max_s"]),
+                    stats.ms(m["release_p99_s"]),
+                    stats.ms(m["makespan_s"]),
                     non202,
                     round(m["api_cpu_ms_per_call"], 2),
-                    h.fmt(m["pg_cpu_ms_per_call"], 2),
+                    stats.fmt(m["pg_cpu_ms_per_call"], 2),
                     round(m["client_cpu_ms_per_call"], 2),
                     "",
                 ]
             )
-        h.table(
+        stats.table(
             f"burst: {n} process calls released at one instant (no dispatcher)",
             [
                 "run",
@@ -342,8 +344,8 @@ async def run(opts: h.Options) -> dict[str, Any]:
             rows,
         )
         target = 0.1 if n == 100 else 1.0
-        h.record(NAME, f"{n} simultaneous: non-202 answers (all runs)", non202, "", "0", non202 == 0)
-        h.record(
+        registry.record(NAME, f"{n} simultaneous: non-202 answers (all runs)", non202, "", "0", non202 == 0)
+        registry.record(
             NAME,
             f"{n} simultaneous: p50 / p99",
             f"{m['p50_s'] * 1000:.1f} / {m['p99_s'] * 1000:.1f}",
@@ -353,10 +355,10 @@ async def run(opts: h.Options) -> dict[str, Any]:
             note=f"API CPU {m['api_cpu_ms_per_call']:.2f} ms/call, PostgreSQL {m['pg_cpu_ms_per_call']:.2f} ms/call",
         )
         out[f"{n}_median"] = {**m, "non_202": non202}
-    h.DETAILS[NAME] = {"simultaneous": {str(k): v for k, v in out.items() if isinstance(k, int)}}
+    registry.DETAILS[NAME] = {"simultaneous": {str(k): v for k, v in out.items() if isinstance(k, int)}}
 
     runs = await sustained(opts, reps)
-    h.DETAILS[NAME]["sustained"] = runs
+    registry.DETAILS[NAME]["sustained"] = runs
     rows = []
     for r in runs:
         a = r["api"]
@@ -364,39 +366,39 @@ async def run(opts: h.Options) -> dict[str, Any]:
             [
                 str(r["rep"]),
                 round(a["rate"]),
-                h.ms(a["p50_s"]),
-                h.ms(a["p99_s"]),
+                stats.ms(a["p50_s"]),
+                stats.ms(a["p99_s"]),
                 sum(a["non_202"].values()),
                 round(a["api_cpu_ms_per_call"], 2),
-                h.fmt(a["pg_cpu_ms_per_call"], 2),
+                stats.fmt(a["pg_cpu_ms_per_call"], 2),
                 " / ".join(f"{b['tps']:.0f}" for b in r["pgbench"] if not b["notify"]),
                 " / ".join(f"{b['tps']:.0f}" for b in r["pgbench"] if b["notify"]),
                 round(100 * r["share"], 1),
                 round(100 * r["share_notify"], 1),
             ]
         )
-    rate = h.med(r["api"]["rate"] for r in runs)
-    best = h.med(r["pgbench_best"] for r in runs)
-    best_n = h.med(r["pgbench_best_notify"] for r in runs)
-    share = h.med(r["share"] for r in runs)
-    share_n = h.med(r["share_notify"] for r in runs)
+    rate = stats.med(r["api"]["rate"] for r in runs)
+    best = stats.med(r["pgbench_best"] for r in runs)
+    best_n = stats.med(r["pgbench_best_notify"] for r in runs)
+    share = stats.med(r["share"] for r in runs)
+    share_n = stats.med(r["share_notify"] for r in runs)
     if len(runs) > 1:
         rows.append(
             [
                 "median",
                 round(rate),
-                h.ms(h.med(r["api"]["p50_s"] for r in runs)),
-                h.ms(h.med(r["api"]["p99_s"] for r in runs)),
+                stats.ms(stats.med(r["api"]["p50_s"] for r in runs)),
+                stats.ms(stats.med(r["api"]["p99_s"] for r in runs)),
                 sum(sum(r["api"]["non_202"].values()) for r in runs),
-                round(h.med(r["api"]["api_cpu_ms_per_call"] for r in runs), 2),
-                h.fmt(h.med(r["api"]["pg_cpu_ms_per_call"] for r in runs), 2),
+                round(stats.med(r["api"]["api_cpu_ms_per_call"] for r in runs), 2),
+                stats.fmt(stats.med(r["api"]["pg_cpu_ms_per_call"] for r in runs), 2),
                 f"best {best:.0f}",
                 f"best {best_n:.0f}",
                 round(100 * share, 1),
                 round(100 * share_n, 1),
             ]
         )
-    h.table(
+    stats.table(
         f"burst: sustained process calls ({SUSTAINED_CLIENTS} clients, {SUSTAINED_EMPLOYERS} employers, "
         f"{runs[0]['api']['calls']} payrolls a run) vs pgbench with the same transaction "
         f"(-M prepared, -c {' and '.join(map(str, PGBENCH_CLIENTS))}, -j 2)",
@@ -415,7 +417,7 @@ async def run(opts: h.Options) -> dict[str, Any]:
         ],
         rows,
     )
-    h.record(
+    registry.record(
         NAME,
         "sustained process calls/s vs pgbench (UPDATE + INSERT)",
         round(100 * share, 1),
@@ -425,9 +427,9 @@ async def run(opts: h.Options) -> dict[str, Any]:
         note=f"API {rate:.0f}/s, pgbench {best:.0f} tps; with pg_notify in pgbench too: {100 * share_n:.1f} % of {best_n:.0f}",
     )
     m100, m1000 = out["100_median"], out["1000_median"]
-    h.summary(
-        f"{NAME}: 100 at once: p50/p99 {h.ms(m100['p50_s'])}/{h.ms(m100['p99_s'])} ms, {m100['non_202']} non-202; "
-        f"1,000 at once: p50/p99 {h.ms(m1000['p50_s'])}/{h.ms(m1000['p99_s'])} ms, {m1000['non_202']} non-202; "
+    registry.summary(
+        f"{NAME}: 100 at once: p50/p99 {stats.ms(m100['p50_s'])}/{stats.ms(m100['p99_s'])} ms, {m100['non_202']} non-202; "
+        f"1,000 at once: p50/p99 {stats.ms(m1000['p50_s'])}/{stats.ms(m1000['p99_s'])} ms, {m1000['non_202']} non-202; "
         f"sustained {rate:.0f} process calls/s = {100 * share:.1f} % of pgbench's {best:.0f} tps with the same "
         f"UPDATE + INSERT ({100 * share_n:.1f} % of {best_n:.0f} with pg_notify) (medians of {len(runs)} runs)"
     )

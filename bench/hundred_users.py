@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench import harness as h
+from bench import postgres, registry, stats
 from bench.scenario import Case, run_cases
 from dispatcher_service.limiter import ProviderRateLimiter
 from shared import db
@@ -21,7 +21,7 @@ from shared import db
 NAME = "hundred_users"
 
 
-def cases(opts: h.Options) -> list[Case]:
+def cases(opts: registry.Options) -> list[Case]:
     return [Case("100x10", employers=100, workers=10, rps=10)]
 
 
@@ -30,12 +30,12 @@ class _NoLocalBucket:
         return None
 
 
-async def limiter_alone(opts: h.Options) -> list[dict[str, Any]]:
+async def limiter_alone(opts: registry.Options) -> list[dict[str, Any]]:
     """8 tasks acquiring send slots as fast as the limiter hands them out: the rate it achieves against
     max_rps, and the most slots in any 1 s. Also, as a what-if, the same limiter with its in-process
     AsyncLimiter replaced by a no-op in this process only (the PostgreSQL GCRA row alone)."""
     out = []
-    async with h.fresh_database() as dsn:
+    async with postgres.fresh_database() as dsn:
         pool = await db.create_pool(dsn, min_size=2, max_size=4)
         try:
             for rps, n in ((10, 40 if opts.quick else 80), (50, 150 if opts.quick else 300)):
@@ -66,14 +66,14 @@ async def limiter_alone(opts: h.Options) -> list[dict[str, Any]]:
                             "variant": variant,
                             "rate": rate,
                             "share": rate / rps,
-                            "max_in_1s": h.max_in_window(stamps),
+                            "max_in_1s": stats.max_in_window(stamps),
                             "median_gap_s": gaps[len(gaps) // 2],
                             "min_gap_s": gaps[0],
                         }
                     )
         finally:
             await pool.close()
-    h.table(
+    stats.table(
         "hundred_users: the rate limiter alone (8 tasks taking slots, no HTTP, no other load)",
         [
             "max_rps",
@@ -98,7 +98,7 @@ async def limiter_alone(opts: h.Options) -> list[dict[str, Any]]:
         ],
     )
     for r in out:
-        h.record(
+        registry.record(
             NAME,
             f"limiter alone at {r['max_rps']} rps, {r['variant']}",
             round(100 * r["share"], 1),
@@ -108,15 +108,15 @@ async def limiter_alone(opts: h.Options) -> list[dict[str, Any]]:
     return out
 
 
-async def run(opts: h.Options) -> list[dict[str, Any]]:
+async def run(opts: registry.Options) -> list[dict[str, Any]]:
     (m,) = await run_cases(opts, NAME, cases(opts), opts.reps())
-    h.DETAILS.setdefault(NAME + "_limiter", await limiter_alone(opts))
-    h.summary(
-        f"{NAME}: {m['accepted']}/100 accepted, process p50/p99/max {h.ms(m['p50_s'])}/{h.ms(m['p99_s'])}/"
-        f"{h.ms(m['max_s'])} ms, {m['rejected_429']} upstream 429s, {m['requests_per_payroll']:.2f} provider "
+    registry.DETAILS.setdefault(NAME + "_limiter", await limiter_alone(opts))
+    registry.summary(
+        f"{NAME}: {m['accepted']}/100 accepted, process p50/p99/max {stats.ms(m['p50_s'])}/{stats.ms(m['p99_s'])}/"
+        f"{stats.ms(m['max_s'])} ms, {m['rejected_429']} upstream 429s, {m['requests_per_payroll']:.2f} provider "
         f"requests per payroll, at most {m['max_in_any_window']}/{m['rps']} in any 1 s, "
         f"{100 * m['utilisation_backlog']:.1f}% of the limit used during the backlog, drain {m['drain_s']:.1f} s vs {m['least_s']:.1f} s "
         f"least ({m['drain_over_least']:.3f}x), ledger {'ok' if m['ledger']['ok'] else 'FAIL'} "
-        f"(medians of {len(h.DETAILS[NAME]['100x10'])} runs)"
+        f"(medians of {len(registry.DETAILS[NAME]['100x10'])} runs)"
     )
     return [m]

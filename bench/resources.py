@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import harness as h
+from bench import registry, stats
 from bench.scenario import Case, run_cases
 
 NAME = "resources"
@@ -15,7 +15,7 @@ NAME = "resources"
 def _rows() -> list[list[Any]]:
     rows: list[list[Any]] = []
     for bench in ("hundred_users", "scale"):
-        for case, runs in h.DETAILS.get(bench, {}).items():
+        for case, runs in registry.DETAILS.get(bench, {}).items():
             rows.append(
                 [
                     bench,
@@ -26,7 +26,7 @@ def _rows() -> list[list[Any]]:
                     max(r["sim_peak_mib"] or 0 for r in runs),
                 ]
             )
-    for n, runs in h.DETAILS.get("burst", {}).get("simultaneous", {}).items():
+    for n, runs in registry.DETAILS.get("burst", {}).get("simultaneous", {}).items():
         rows.append(
             [
                 "burst",
@@ -37,7 +37,7 @@ def _rows() -> list[list[Any]]:
                 None,
             ]
         )
-    for d, runs in h.DETAILS.get("throughput", {}).get("runs", {}).items():
+    for d, runs in registry.DETAILS.get("throughput", {}).get("runs", {}).items():
         rows.append(
             [
                 "throughput",
@@ -51,12 +51,12 @@ def _rows() -> list[list[Any]]:
     return rows
 
 
-async def run(opts: h.Options) -> list[list[Any]]:
+async def run(opts: registry.Options) -> list[list[Any]]:
     if not _rows():
-        h.say("no benchmark ran before this one: running hundred_users once to measure")
+        stats.say("no benchmark ran before this one: running hundred_users once to measure")
         await run_cases(opts, "hundred_users", [Case("100x10", employers=100, workers=10, rps=50)], 1)
     rows = _rows()
-    h.table(
+    stats.table(
         "resources: peak RSS (VmHWM) in MiB, the largest over the runs of each case",
         ["bench", "case", "runs", "api", "dispatcher (each)", "simulator"],
         rows,
@@ -65,22 +65,22 @@ async def run(opts: h.Options) -> list[list[Any]]:
     disp = max((r[4] for r in rows if r[4] is not None), default=0.0)
     worst_api = next(r for r in rows if r[3] == api)
     worst_disp = next((r for r in rows if r[4] == disp), rows[0])
-    h.record(
+    registry.record(
         NAME,
         "peak RSS of the API (largest case)",
         round(api, 1),
         "MiB",
         note=f"{worst_api[0]} {worst_api[1]}",
     )
-    h.record(
+    registry.record(
         NAME,
         "peak RSS of one dispatcher (largest case)",
         round(disp, 1),
         "MiB",
         note=f"{worst_disp[0]} {worst_disp[1]}",
     )
-    h.DETAILS[NAME] = rows
-    h.summary(
+    registry.DETAILS[NAME] = rows
+    registry.summary(
         f"{NAME}: peak RSS of the API {api:.0f} MiB ({worst_api[0]} {worst_api[1]}), of one dispatcher "
         f"{disp:.0f} MiB ({worst_disp[0]} {worst_disp[1]})"
     )

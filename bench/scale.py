@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import harness as h
+from bench import registry, stats
 from bench.scenario import Case, run_cases
 
 NAME = "scale"
 
 
-def cases(opts: h.Options) -> list[Case]:
+def cases(opts: registry.Options) -> list[Case]:
     if opts.quick:
         return [
             Case("100x10", 100, 10, rps=100),
@@ -29,16 +29,16 @@ def cases(opts: h.Options) -> list[Case]:
     ]
 
 
-async def run(opts: h.Options) -> list[dict[str, Any]]:
+async def run(opts: registry.Options) -> list[dict[str, Any]]:
     medians = await run_cases(opts, NAME, cases(opts), opts.reps())
     rows = [
         [
             m["case"],
             m["employers"] * m["workers"],
             f"{m['accepted']}/{m['employers']}",
-            h.ms(m["p50_s"]),
-            h.ms(m["p99_s"]),
-            h.ms(m["max_s"]),
+            stats.ms(m["p50_s"]),
+            stats.ms(m["p99_s"]),
+            stats.ms(m["max_s"]),
             m["requests"],
             round(m["drain_s"], 1),
             round(m["least_s"], 1),
@@ -52,7 +52,7 @@ async def run(opts: h.Options) -> list[dict[str, Any]]:
         ]
         for m in medians
     ]
-    h.table(
+    stats.table(
         "scale: growth with the work (medians)",
         [
             "case",
@@ -74,10 +74,10 @@ async def run(opts: h.Options) -> list[dict[str, Any]]:
         ],
         rows,
     )
-    h.summary(
+    registry.summary(
         f"{NAME}: "
         + "; ".join(
-            f"{m['case']}: {m['accepted']}/{m['employers']} accepted, p99 {h.ms(m['p99_s'])} ms, drain {m['drain_s']:.1f} s "
+            f"{m['case']}: {m['accepted']}/{m['employers']} accepted, p99 {stats.ms(m['p99_s'])} ms, drain {m['drain_s']:.1f} s "
             f"vs {m['least_s']:.1f} s ({m['drain_over_least']:.3f}x), {m['rejected_429']} 429s, "
             f"api {m['api_peak_mib']:.0f} MiB, dispatcher {m['dispatcher_peak_mib']:.0f} MiB, "
             f"ledger {'ok' if m['ledger']['ok'] else 'FAIL'}"

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import harness as h
+from bench import fixtures, host, postgres, processes, registry, simlog, stats, traffic
 from shared import db
 
 
@@ -90,7 +90,7 @@ async def poll_until_final(
         await asyncio.sleep(wait_s)
 
 
-async def run_case(opts: h.Options, bench: str, case: Case, rep: int) -> dict[str, Any]:
+async def run_case(opts: registry.Options, bench: str, case: Case, rep: int) -> dict[str, Any]:
     env = {
         "INTASEND_MAX_RPS": str(case.rps),
         "SIM_MAX_RPS": str(case.rps),
@@ -98,46 +98,46 @@ async def run_case(opts: h.Options, bench: str, case: Case, rep: int) -> dict[st
         **dict(case.env),
     }
     name = f"{bench}-{case.label}-run{rep}"
-    async with h.running_stack(opts, name, dispatchers=case.dispatchers, **env) as st:
+    async with processes.running_stack(opts, name, dispatchers=case.dispatchers, **env) as st:
         conn = await db.connect(st.dsn)
         try:
-            made = await h.create_employers(conn, case.employers)
+            made = await fixtures.create_employers(conn, case.employers)
         finally:
             await conn.close()
 
-        async with h.session(max(case.employers + 16, 64)) as client:
+        async with traffic.session(max(case.employers + 16, 64)) as client:
             started = time.perf_counter()
-            payroll_ids = await h.bounded(
+            payroll_ids = await traffic.bounded(
                 case.create_concurrency,
                 (
-                    h.create_payroll_api(
+                    traffic.create_payroll_api(
                         client, st.api, key, f"RUN-{rep}-{i}", i * case.workers, case.workers
                     )
                     for i, (_, key) in enumerate(made)
                 ),
             )
             create_s = time.perf_counter() - started
-            h.say(
+            stats.say(
                 f"{case.label} run {rep}: {case.employers} payrolls of {case.workers} created through the API in {create_s:.1f} s"
             )
             await st.sim_reset()
 
-            opened = await h.warm_up(client, st.api, case.employers)
+            opened = await traffic.warm_up(client, st.api, case.employers)
             before = st.resources()
-            pg_cpu_before = h.Postgres.get().cpu_seconds()
-            host_before, client_before = h.host_busy_s(), time.process_time()
+            pg_cpu_before = postgres.Postgres.get().cpu_seconds()
+            host_before, client_before = host.host_busy_s(), time.process_time()
             conn = await db.connect(st.dsn)
             try:
                 t0_db = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
             finally:
                 await conn.close()
             calls = [
-                h.post(client, f"{st.api}/payrolls/{pid}/process", h.auth(key))
+                traffic.post(client, f"{st.api}/payrolls/{pid}/process", traffic.auth(key))
                 for pid, (_, key) in zip(payroll_ids, made, strict=True)
             ]
-            released, answers = await h.release_at_once(calls)
+            released, answers = await traffic.release_at_once(calls)
             accepted = sum(1 for a in answers if a.status == 202)
-            h.say(
+            stats.say(
                 f"{case.label} run {rep}: {accepted}/{len(answers)} process calls answered 202 "
                 f"(connections pre-opened: {opened})"
             )
@@ -146,13 +146,13 @@ async def run_case(opts: h.Options, bench: str, case: Case, rep: int) -> dict[st
             deadline = time.perf_counter() + budget_s
             polls = await asyncio.gather(
                 *(
-                    poll_until_final(client, f"{st.api}/payrolls/{pid}/status", h.auth(key), deadline)
+                    poll_until_final(client, f"{st.api}/payrolls/{pid}/status", traffic.auth(key), deadline)
                     for pid, (_, key) in zip(payroll_ids, made, strict=True)
                 )
             )
         after = st.resources()
-        pg_cpu_after = h.Postgres.get().cpu_seconds()
-        host_s, client_s = h.host_busy_s() - host_before, time.process_time() - client_before
+        pg_cpu_after = postgres.Postgres.get().cpu_seconds()
+        host_s, client_s = host.host_busy_s() - host_before, time.process_time() - client_before
         st.check_alive()
 
         conn = await db.connect(st.dsn)
@@ -166,14 +166,14 @@ async def run_case(opts: h.Options, bench: str, case: Case, rep: int) -> dict[st
             rows = await conn.fetchval("SELECT count(*) FROM outbox")
         finally:
             await conn.close()
-        stats = await st.sim_stats()
-        times, initiates, refused_in_log = h.sim_request_times(st.sim_log())
-        ledger = await h.ledger_check(st.dsn, st.sim)
+        counted = await st.sim_stats()
+        times, initiates, refused_in_log = simlog.sim_request_times(st.sim_log())
+        ledger = await simlog.ledger_check(st.dsn, st.sim)
 
     latencies = [a.latency_s for a in answers]
     from_release = [a.done_at - released for a in answers]
     poll_lat = [x for p in polls for x in p.latencies]
-    requests = int(stats["requests"])
+    requests = int(counted["requests"])
     least_s = requests / case.rps
     drain_s = timing["last_final"] - t0_db
     span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
@@ -194,32 +194,32 @@ async def run_case(opts: h.Options, bench: str, case: Case, rep: int) -> dict[st
         "non_202": {
             str(k): sum(1 for a in answers if a.status == k) for k in {a.status for a in answers} if k != 202
         },
-        "p50_s": h.pct(latencies, 50),
-        "p99_s": h.pct(latencies, 99),
+        "p50_s": stats.pct(latencies, 50),
+        "p99_s": stats.pct(latencies, 99),
         "max_s": max(latencies),
-        "release_p99_s": h.pct(from_release, 99),
+        "release_p99_s": stats.pct(from_release, 99),
         "makespan_s": max(from_release),
         "connections_preopened": opened,
         "polls": sum(p.polls for p in polls),
         "polls_304": sum(p.not_modified for p in polls),
         "poll_retries": sum(p.retries for p in polls),
-        "poll_p50_s": h.pct(poll_lat, 50),
-        "poll_p99_s": h.pct(poll_lat, 99),
+        "poll_p50_s": stats.pct(poll_lat, 50),
+        "poll_p99_s": stats.pct(poll_lat, 99),
         "ui_drain_s": max(p.seen_at for p in polls) - released,
         "final_states": sorted({p.final for p in polls}),
         "requests": requests,
-        "accepted_requests": int(stats["accepted"]),
-        "by_endpoint": stats["by_endpoint"],
-        "rejected_429": int(stats["rejected_429_pace"]) + int(stats["rejected_429_storm"]),
+        "accepted_requests": int(counted["accepted"]),
+        "by_endpoint": counted["by_endpoint"],
+        "rejected_429": int(counted["rejected_429_pace"]) + int(counted["rejected_429_storm"]),
         "requests_per_payroll": requests / case.employers,
         "outbox_rows": rows,
         "requests_per_batch": requests / rows if rows else float("nan"),
-        "max_in_any_window": int(stats["max_in_any_window"]),
-        "max_in_window_log": h.max_in_window(times),
+        "max_in_any_window": int(counted["max_in_any_window"]),
+        "max_in_window_log": stats.max_in_window(times),
         # The backlog: from the first provider request until the last outbox row got its initiate (until then
         # some row was always waiting for a send slot); "whole" runs to the last request (the final polls).
-        "utilisation_backlog": h.utilisation(times, case.rps, until=initiates[-1] if initiates else None),
-        "utilisation_whole": h.utilisation(times, case.rps),
+        "utilisation_backlog": stats.utilisation(times, case.rps, until=initiates[-1] if initiates else None),
+        "utilisation_whole": stats.utilisation(times, case.rps),
         "provider_span_s": span,
         "drain_s": drain_s,
         "least_s": least_s,
@@ -269,9 +269,9 @@ def row(r: dict[str, Any], label: str | None = None) -> list[Any]:
         label or r["case"],
         str(r["rep"]),
         f"{r['accepted']}/{r['calls']}",
-        h.ms(r["p50_s"]),
-        h.ms(r["p99_s"]),
-        h.ms(r["max_s"]),
+        stats.ms(r["p50_s"]),
+        stats.ms(r["p99_s"]),
+        stats.ms(r["max_s"]),
         r["rejected_429"],
         r["requests"],
         round(r["requests_per_payroll"], 2),
@@ -314,21 +314,21 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "create_s",
         "max_in_any_window",
     ):
-        m[key] = h.med(r[key] for r in runs)
+        m[key] = stats.med(r[key] for r in runs)
     m["accepted"] = min(r["accepted"] for r in runs)
     m["rejected_429"] = sum(r["rejected_429"] for r in runs)
     m["max_in_any_window"] = max(r["max_in_any_window"] for r in runs)
     m["requests"] = round(m["requests"])
     m["ledger"] = {"ok": all(r["ledger"]["ok"] for r in runs)}
     m["rep"] = "median"
-    m["cpu_s"] = {k: h.med(r["cpu_s"][k] for r in runs) for k in first["cpu_s"]}
+    m["cpu_s"] = {k: stats.med(r["cpu_s"][k] for r in runs) for k in first["cpu_s"]}
     return m
 
 
 def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Print the runs and their median; record the figures against the issue's targets."""
     m = median_row(runs)
-    h.table(
+    stats.table(
         f"{bench} {case.label}: {case.employers} employers x {case.workers} workers, INTASEND_MAX_RPS={case.rps}, "
         f"{case.dispatchers} dispatcher(s), SIM_PROCESSING_S={case.processing_s}",
         ROW_HEADERS,
@@ -337,32 +337,32 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
     extra = [
         [
             "process latency from the common release instant, p99 / max (ms)",
-            f"{h.ms(m['release_p99_s'])} / {h.ms(m['makespan_s'])}",
+            f"{stats.ms(m['release_p99_s'])} / {stats.ms(m['makespan_s'])}",
         ],
         [
             "status polls (of them 304), p50 / p99 poll latency (ms)",
             f"{sum(r['polls'] for r in runs) // len(runs)} ({sum(r['polls_304'] for r in runs) // len(runs)}), "
-            f"{h.ms(m['poll_p50_s'])} / {h.ms(m['poll_p99_s'])}",
+            f"{stats.ms(m['poll_p50_s'])} / {stats.ms(m['poll_p99_s'])}",
         ],
-        ["drain seen by the polling UIs (s)", h.fmt(m["ui_drain_s"], 2)],
+        ["drain seen by the polling UIs (s)", stats.fmt(m["ui_drain_s"], 2)],
         ["provider requests by endpoint (run 1)", json.dumps(runs[0]["by_endpoint"], sort_keys=True)],
-        ["provider requests per outbox row (batch)", h.fmt(m["requests_per_batch"], 2)],
-        ["creating the payrolls through POST /payrolls (s)", h.fmt(m["create_s"], 2)],
+        ["provider requests per outbox row (batch)", stats.fmt(m["requests_per_batch"], 2)],
+        ["creating the payrolls through POST /payrolls (s)", stats.fmt(m["create_s"], 2)],
         [
             "CPU seconds from release to drain: api / dispatchers / sim / postgres / bench client / whole machine",
             " / ".join(
-                h.fmt(m["cpu_s"][k], 1)
+                stats.fmt(m["cpu_s"][k], 1)
                 for k in ("api", "dispatchers", "sim", "postgres", "bench_client", "whole_machine")
             ),
         ],
-        ["peak RSS of the simulator (MiB)", h.fmt(m["sim_peak_mib"], 1)],
+        ["peak RSS of the simulator (MiB)", stats.fmt(m["sim_peak_mib"], 1)],
         ["ledger (run 1)", json.dumps({k: v for k, v in runs[0]["ledger"].items() if k != "ok"})],
     ]
-    h.table(f"{bench} {case.label}: more", ["figure", "value"], extra)
+    stats.table(f"{bench} {case.label}: more", ["figure", "value"], extra)
 
     label = f"{case.label}"
     errors = sum(r["calls"] - r["accepted"] for r in runs)
-    h.record(
+    registry.record(
         bench,
         f"{label}: process calls answered 202",
         f"{m['accepted']}/{case.employers}",
@@ -370,7 +370,7 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
         f"{case.employers} x 202",
         errors == 0,
     )
-    h.record(
+    registry.record(
         bench,
         f"{label}: process p99 (own send → answer)",
         round(m["p99_s"] * 1000, 1),
@@ -378,7 +378,7 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
         f"< {case.p99_target_s * 1000:.0f} ms",
         m["p99_s"] < case.p99_target_s,
     )
-    h.record(
+    registry.record(
         bench,
         f"{label}: process p99 (from the common release)",
         round(m["release_p99_s"] * 1000, 1),
@@ -386,9 +386,11 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
         f"< {case.p99_target_s * 1000:.0f} ms",
         m["release_p99_s"] < case.p99_target_s,
     )
-    h.record(bench, f"{label}: upstream 429s (all runs)", m["rejected_429"], "", "0", m["rejected_429"] == 0)
+    registry.record(
+        bench, f"{label}: upstream 429s (all runs)", m["rejected_429"], "", "0", m["rejected_429"] == 0
+    )
     if case.workers <= 10:
-        h.record(
+        registry.record(
             bench,
             f"{label}: provider requests per payroll",
             round(m["requests_per_payroll"], 2),
@@ -397,8 +399,10 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
             m["requests_per_payroll"] <= 4,
         )
     else:
-        h.record(bench, f"{label}: provider requests per 500-item batch", round(m["requests_per_batch"], 2))
-    h.record(
+        registry.record(
+            bench, f"{label}: provider requests per 500-item batch", round(m["requests_per_batch"], 2)
+        )
+    registry.record(
         bench,
         f"{label}: most requests in any 1 s window",
         m["max_in_any_window"],
@@ -406,7 +410,7 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
         f"<= {case.rps}",
         m["max_in_any_window"] <= case.rps,
     )
-    h.record(
+    registry.record(
         bench,
         f"{label}: share of INTASEND_MAX_RPS used during the backlog",
         round(100 * m["utilisation_backlog"], 1),
@@ -415,7 +419,7 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
         m["utilisation_backlog"] >= 0.95,
         note=f"{100 * m['utilisation_whole']:.1f} % from the first to the last request",
     )
-    h.record(
+    registry.record(
         bench,
         f"{label}: drain / least time at the limit",
         round(m["drain_over_least"], 3),
@@ -424,7 +428,7 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
         m["drain_over_least"] <= 1.10,
         note=f"drain {m['drain_s']:.2f} s, least {m['least_s']:.2f} s",
     )
-    h.record(
+    registry.record(
         bench,
         f"{label}: ledger (paid once, right amounts)",
         "ok" if m["ledger"]["ok"] else "FAIL",
@@ -432,7 +436,7 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
         "ok",
         m["ledger"]["ok"],
     )
-    h.record(
+    registry.record(
         bench,
         f"{label}: peak RSS api / dispatcher",
         f"{m['api_peak_mib']:.0f} / {m['dispatcher_peak_mib']:.0f}",
@@ -441,12 +445,12 @@ def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]
     return m
 
 
-async def run_cases(opts: h.Options, bench: str, cases: list[Case], reps: int) -> list[dict[str, Any]]:
+async def run_cases(opts: registry.Options, bench: str, cases: list[Case], reps: int) -> list[dict[str, Any]]:
     medians = []
     for case in cases:
         runs = []
         for rep in range(1, reps + 1):
             runs.append(await run_case(opts, bench, case, rep))
-        h.DETAILS.setdefault(bench, {})[case.label] = runs
+        registry.DETAILS.setdefault(bench, {})[case.label] = runs
         medians.append(report(bench, case, runs))
     return medians

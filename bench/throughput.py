@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from bench import harness as h
+from bench import fixtures, host, postgres, processes, profiling, registry, simlog, stats, traffic
 from shared import db, outbox, sqlfiles
+from testkit.stack import ROOT
 
 NAME = "throughput"
 LIFTED = {"INTASEND_MAX_RPS": "100000", "SIM_MAX_RPS": "0", "SIM_PROCESSING_S": "0", "SIM_LATENCY_MS": "0"}
@@ -28,21 +29,21 @@ TARGET_PER_S = 5000
 
 
 async def one_run(
-    opts: h.Options, dispatchers: int, payrolls: int, workers: int, rep: int, profile_to: Any = None
+    opts: registry.Options, dispatchers: int, payrolls: int, workers: int, rep: int, profile_to: Any = None
 ) -> dict[str, Any]:
     label = f"{NAME}-{dispatchers}d-run{rep}{'-profiled' if profile_to else ''}"
-    async with h.running_stack(opts, label, dispatchers=dispatchers, **LIFTED) as st:
+    async with processes.running_stack(opts, label, dispatchers=dispatchers, **LIFTED) as st:
         conn = await db.connect(st.dsn)
         try:
-            ((employer, key),) = await h.create_employers(conn, 1)
-            ids = await h.create_payrolls_sql(conn, [employer] * payrolls, workers, tag="TP")
+            ((employer, key),) = await fixtures.create_employers(conn, 1)
+            ids = await fixtures.create_payrolls_sql(conn, [employer] * payrolls, workers, tag="TP")
             await conn.execute("ANALYZE")
         finally:
             await conn.close()
         spy_cmd = None
         if profile_to is not None:
             spy_cmd = [
-                h.py_spy(),
+                profiling.py_spy(),
                 "record",
                 "--pid",
                 str(st.pid(st.dispatchers()[0])),
@@ -54,18 +55,25 @@ async def one_run(
                 str(profile_to),
                 "--nonblocking",
             ]
-        before, pg_before, host_before = st.resources(), h.Postgres.get().cpu_seconds(), h.host_busy_s()
+        before, pg_before, host_before = (
+            st.resources(),
+            postgres.Postgres.get().cpu_seconds(),
+            host.host_busy_s(),
+        )
         with (
-            h.child(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            processes.child(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if spy_cmd
             else contextlib.nullcontext()
         ) as spy:
             if spy is not None:
                 await asyncio.sleep(1.0)  # py-spy attached
-            async with h.session(payrolls + 8) as client:
-                await h.warm_up(client, st.api, payrolls)
-                _, answers = await h.release_at_once(
-                    [h.post(client, f"{st.api}/payrolls/{pid}/process", h.auth(key)) for pid in ids]
+            async with traffic.session(payrolls + 8) as client:
+                await traffic.warm_up(client, st.api, payrolls)
+                _, answers = await traffic.release_at_once(
+                    [
+                        traffic.post(client, f"{st.api}/payrolls/{pid}/process", traffic.auth(key))
+                        for pid in ids
+                    ]
                 )
             assert all(a.status == 202 for a in answers), [a.status for a in answers]
             conn = await asyncpg.connect(st.dsn)
@@ -78,8 +86,8 @@ async def one_run(
                     await asyncio.sleep(0.1)
                 after, pg_after, host_s = (
                     st.resources(),
-                    h.Postgres.get().cpu_seconds(),
-                    h.host_busy_s() - host_before,
+                    postgres.Postgres.get().cpu_seconds(),
+                    host.host_busy_s() - host_before,
                 )
                 t = await conn.fetchrow(
                     """SELECT extract(epoch FROM min(created_at))::float8 AS first_written,
@@ -106,15 +114,15 @@ async def one_run(
                 items = await conn.fetchval("SELECT count(*) FROM payroll_items WHERE status = 'PAID'")
             finally:
                 await conn.close()
-        stats = await st.sim_stats()
-        ledger = await h.ledger_check(st.dsn, st.sim)
+        counted = await st.sim_stats()
+        ledger = await simlog.ledger_check(st.dsn, st.sim)
         costs = await sql_costs(st.dsn) if profile_to is not None else []
     if spy is not None and spy.returncode not in (0, None, -2):
-        h.say(f"py-spy exited {spy.returncode}: {spy.stderr.read()[-300:] if spy.stderr else ''}")
+        stats.say(f"py-spy exited {spy.returncode}: {spy.stderr.read()[-300:] if spy.stderr else ''}")
     elapsed = t["last_done"] - t["first_written"]
     # The middle 80 % of the payouts (from the 10th to the 90th percentile of their completion times): the
     # rate once the pipeline is full and before it empties.
-    t10, t90 = h.pct(done_at, 10), h.pct(done_at, 90)
+    t10, t90 = stats.pct(done_at, 10), stats.pct(done_at, 90)
     disp = [n for n in after if n.startswith("dispatcher")]
     cpu = {
         n: after[n]["cpu_s"] - before[n]["cpu_s"]
@@ -132,9 +140,9 @@ async def one_run(
         "per_s": items / elapsed,
         "steady_per_s": 0.8 * len(done_at) / (t90 - t10) if t90 > t10 else float("nan"),
         "batches_per_s": t["rows"] / elapsed,
-        "requests": stats["requests"],
-        "requests_per_batch": stats["requests"] / t["rows"],
-        "rejected_429": stats["rejected_429_pace"] + stats["rejected_429_storm"],
+        "requests": counted["requests"],
+        "requests_per_batch": counted["requests"] / t["rows"],
+        "rejected_429": counted["rejected_429_pace"] + counted["rejected_429_storm"],
         "stages_s": dict(stages),
         "ledger": ledger,
         "cpu_s": {
@@ -248,7 +256,7 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                     times.append(time.perf_counter() - t0)
                 finally:
                     await tx.rollback()
-            out.append((label, h.med(times)))
+            out.append((label, stats.med(times)))
         tx = conn.transaction()
         await tx.start()
         try:
@@ -264,11 +272,11 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
 
 
 def report_profile(path: Any, run: dict[str, Any]) -> dict[str, Any]:
-    by_self, by_total, samples = h.summarise_collapsed(path, top=15)
+    by_self, by_total, samples = profiling.summarise_collapsed(path, top=15)
     if not samples:
-        h.say("the profile is empty (py-spy could not sample the dispatcher)")
+        stats.say("the profile is empty (py-spy could not sample the dispatcher)")
         return {}
-    h.table(
+    stats.table(
         f"throughput: where one dispatcher's CPU goes (py-spy, {samples} samples at 200 Hz, "
         f"{run['items']:,} payouts at {run['per_s']:,.0f}/s in the profiled run): top functions by own time",
         ["own %", "function"],
@@ -306,7 +314,7 @@ def report_profile(path: Any, run: dict[str, Any]) -> dict[str, Any]:
         "decode",
     )
     rows = [[f"{100 * s:.1f}", f] for f, s in by_total if any(k in f for k in interesting) and s >= 0.01][:30]
-    h.table(
+    stats.table(
         "throughput: the same profile, inclusive time of payrun's steps and of the libraries under them",
         ["incl. %", "function"],
         rows,
@@ -314,16 +322,16 @@ def report_profile(path: Any, run: dict[str, Any]) -> dict[str, Any]:
     return {"samples": samples, "self": by_self, "total": [x for x in by_total if x[1] >= 0.01][:80]}
 
 
-async def claim_latency(opts: h.Options) -> dict[str, Any]:
+async def claim_latency(opts: registry.Options) -> dict[str, Any]:
     """claim_batch (shared.outbox.claim, limit 32) with 200 pending rows ready, timed in a transaction that is
     rolled back (so each call sees the same rows), with 10,000 and then 1,000,000 done rows in the table."""
     sizes = (10_000, 100_000) if opts.quick else (10_000, 1_000_000)
     iterations = 100 if opts.quick else 500
     out: dict[str, Any] = {}
-    async with h.fresh_database() as dsn:
+    async with postgres.fresh_database() as dsn:
         conn = await db.connect(dsn)
         try:
-            ((employer, _),) = await h.create_employers(conn, 1)
+            ((employer, _),) = await fixtures.create_employers(conn, 1)
             await conn.execute(
                 """INSERT INTO payrolls (id, employer_id, reference, currency, status, item_count, total_amount)
                    SELECT gen_random_uuid(), $1, 'DONE-' || g, 'KES', 'COMPLETED', 500, 50000
@@ -381,15 +389,15 @@ async def claim_latency(opts: h.Options) -> dict[str, Any]:
                 out[str(size)] = {
                     "done_rows": size,
                     "fill_s": fill_s,
-                    "claim_p50_s": h.pct(timings, 50),
-                    "claim_p99_s": h.pct(timings, 99),
-                    "next_due_p50_s": h.pct(next_due, 50),
+                    "claim_p50_s": stats.pct(timings, 50),
+                    "claim_p99_s": stats.pct(timings, 99),
+                    "next_due_p50_s": stats.pct(next_due, 50),
                     "plan_buffers": buffers,
                     "plan_indexes": sorted(_plan_indexes(plan)),
                     "metrics_backlog_query_s": backlog_s,
                 }
-                h.say(
-                    f"claim with {size:,} done rows: p50 {h.pct(timings, 50) * 1000:.3f} ms (filled in {fill_s:.1f} s)"
+                stats.say(
+                    f"claim with {size:,} done rows: p50 {stats.pct(timings, 50) * 1000:.3f} ms (filled in {fill_s:.1f} s)"
                 )
         finally:
             await conn.close()
@@ -439,27 +447,27 @@ def _plan_indexes(plan: Any) -> set[str]:
     return found
 
 
-async def run(opts: h.Options) -> dict[str, Any]:
+async def run(opts: registry.Options) -> dict[str, Any]:
     payrolls, workers = (4, 10_000) if opts.quick else (8, 10_000)
     reps = opts.reps()
     results: dict[str, Any] = {}
     profile: dict[str, Any] = {}
-    if opts.profile and h.py_spy():
-        path = h.RESULTS_DIR / "throughput-dispatcher.pyspy.txt"
-        h.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if opts.profile and profiling.py_spy():
+        path = registry.RESULTS_DIR / "throughput-dispatcher.pyspy.txt"
+        registry.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         run0 = await one_run(opts, 1, 4, workers, 0, profile_to=path)  # smaller: py-spy shares the cores
         if path.exists():
             profile = report_profile(path, run0)
             profile["run"] = {k: run0[k] for k in ("items", "per_s", "elapsed_s", "cpu_s")}
         if run0["sql_costs"]:
-            h.table(
+            stats.table(
                 "throughput: the dispatcher's statements for one 500-item batch, replayed (median of 5, rolled back)",
                 ["statement", "ms"],
                 [[label, f"{s * 1000:.2f}"] for label, s in run0["sql_costs"]],
             )
             profile["sql_costs"] = run0["sql_costs"]
         cpu = run0["cpu_s"]
-        h.table(
+        stats.table(
             "throughput: CPU seconds per 1,000 payouts in the profiled run (all processes share the 2 cores)",
             ["dispatcher", "simulator", "postgres", "whole machine"],
             [
@@ -469,9 +477,11 @@ async def run(opts: h.Options) -> dict[str, Any]:
                 ]
             ],
         )
-        h.say(f"raw profile (collapsed stacks): {path.relative_to(h.ROOT)}")
+        stats.say(f"raw profile (collapsed stacks): {path.relative_to(ROOT)}")
     elif opts.profile:
-        h.say("py-spy is not installed (pip install py-spy into the venv to profile); no profile this time")
+        stats.say(
+            "py-spy is not installed (pip install py-spy into the venv to profile); no profile this time"
+        )
     for dispatchers in (1, 2):
         runs = [await one_run(opts, dispatchers, payrolls, workers, rep) for rep in range(1, reps + 1)]
         results[str(dispatchers)] = runs
@@ -485,35 +495,37 @@ async def run(opts: h.Options) -> dict[str, Any]:
                 round(r["batches_per_s"], 1),
                 r["requests"],
                 r["rejected_429"],
-                " / ".join(h.fmt(r["stages_s"][k], 2) for k in ("to_initiated", "to_approved", "to_settled")),
                 " / ".join(
-                    h.fmt(r["cpu_s"][k], 1) for k in ("dispatchers", "sim", "postgres", "whole_machine")
+                    stats.fmt(r["stages_s"][k], 2) for k in ("to_initiated", "to_approved", "to_settled")
+                ),
+                " / ".join(
+                    stats.fmt(r["cpu_s"][k], 1) for k in ("dispatchers", "sim", "postgres", "whole_machine")
                 ),
                 round(r["dispatcher_peak_mib"], 1),
                 "ok" if r["ledger"]["ok"] else "FAIL",
             ]
             for r in runs
         ]
-        m_per_s = h.med(r["per_s"] for r in runs)
-        m_steady = h.med(r["steady_per_s"] for r in runs)
+        m_per_s = stats.med(r["per_s"] for r in runs)
+        m_steady = stats.med(r["steady_per_s"] for r in runs)
         if len(runs) > 1:
             rows.append(
                 [
                     "median",
                     "",
-                    round(h.med(r["elapsed_s"] for r in runs), 2),
+                    round(stats.med(r["elapsed_s"] for r in runs), 2),
                     round(m_per_s),
                     round(m_steady),
-                    round(h.med(r["batches_per_s"] for r in runs), 1),
+                    round(stats.med(r["batches_per_s"] for r in runs), 1),
                     "",
                     "",
                     "",
                     "",
-                    round(h.med(r["dispatcher_peak_mib"] for r in runs), 1),
+                    round(stats.med(r["dispatcher_peak_mib"] for r in runs), 1),
                     "",
                 ]
             )
-        h.table(
+        stats.table(
             f"throughput: {dispatchers} dispatcher(s), limit lifted, {payrolls} payrolls x {workers:,} workers "
             f"in 500-item batches (DISPATCHER_CONCURRENCY=32)",
             [
@@ -534,7 +546,7 @@ async def run(opts: h.Options) -> dict[str, Any]:
         )
         ok = all(r["ledger"]["ok"] for r in runs)
         if dispatchers == 1:
-            h.record(
+            registry.record(
                 NAME,
                 "payouts/s through one dispatcher (limit lifted)",
                 round(m_per_s),
@@ -544,14 +556,16 @@ async def run(opts: h.Options) -> dict[str, Any]:
                 note=f"{m_steady:,.0f}/s over the middle 80 % of the payouts",
             )
         else:
-            h.record(
+            registry.record(
                 NAME,
                 "payouts/s through two dispatchers (limit lifted)",
                 round(m_per_s),
                 "/s",
                 note=f"{m_steady:,.0f}/s over the middle 80 % of the payouts",
             )
-        h.record(NAME, f"ledger with {dispatchers} dispatcher(s)", "ok" if ok else "FAIL", "", "ok", ok)
+        registry.record(
+            NAME, f"ledger with {dispatchers} dispatcher(s)", "ok" if ok else "FAIL", "", "ok", ok
+        )
     claim = await claim_latency(opts)
     rows = [
         [
@@ -565,7 +579,7 @@ async def run(opts: h.Options) -> dict[str, Any]:
         ]
         for v in claim.values()
     ]
-    h.table(
+    stats.table(
         "throughput: claim_batch (limit 32, 200 pending rows) against the number of done rows",
         [
             "done rows",
@@ -580,7 +594,7 @@ async def run(opts: h.Options) -> dict[str, Any]:
     )
     small, large = list(claim.values())
     growth = large["claim_p50_s"] / small["claim_p50_s"]
-    h.record(
+    registry.record(
         NAME,
         f"claim p50 with {small['done_rows']:,} → {large['done_rows']:,} done rows",
         f"{small['claim_p50_s'] * 1000:.2f} → {large['claim_p50_s'] * 1000:.2f}",
@@ -589,10 +603,10 @@ async def run(opts: h.Options) -> dict[str, Any]:
         growth < 1.5,
         note=f"x{growth:.2f}; buffers {small['plan_buffers']} → {large['plan_buffers']}",
     )
-    h.DETAILS[NAME] = {"runs": results, "claim": claim, "profile": profile}
-    one = h.med(r["per_s"] for r in results["1"])
-    two = h.med(r["per_s"] for r in results["2"])
-    h.summary(
+    registry.DETAILS[NAME] = {"runs": results, "claim": claim, "profile": profile}
+    one = stats.med(r["per_s"] for r in results["1"])
+    two = stats.med(r["per_s"] for r in results["2"])
+    registry.summary(
         f"{NAME}: limit lifted, {one:,.0f} payouts/s through one dispatcher, {two:,.0f}/s through two "
         f"(target >= {TARGET_PER_S:,} through one); claim p50 {small['claim_p50_s'] * 1000:.2f} ms with "
         f"{small['done_rows']:,} done rows, {large['claim_p50_s'] * 1000:.2f} ms with {large['done_rows']:,} "

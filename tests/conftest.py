@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from shared import db
-from tests import dbutil
+from testkit import postgres as pg
 
 # Settings come from the environment in the services; tests build their own and must not inherit stray ones.
 for _name in ("INTASEND_SECRET_KEY", "INTASEND_BASE_URL", "API_PORT", "SIM_PORT", "LOG_FORMAT"):
@@ -17,7 +17,7 @@ for _name in ("INTASEND_SECRET_KEY", "INTASEND_BASE_URL", "API_PORT", "SIM_PORT"
 
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
-    dsn, server = dbutil.admin_dsn()
+    dsn, server = pg.admin_dsn()
     yield dsn
     if server is not None:
         server.cleanup()  # type: ignore[attr-defined]
@@ -25,17 +25,16 @@ def pg_admin_dsn() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def pg_template(pg_admin_dsn: str) -> AsyncIterator[str]:
-    name = await dbutil.create_template(pg_admin_dsn)
+    name = await pg.create_template(pg_admin_dsn)
     yield name
-    await dbutil.drop(pg_admin_dsn, name)
+    await pg.drop(pg_admin_dsn, name)
 
 
 @pytest.fixture
 async def database_url(pg_admin_dsn: str, pg_template: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
-    name = await dbutil.create_from_template(pg_admin_dsn, pg_template)
-    yield dbutil.with_database(pg_admin_dsn, name)
-    await dbutil.drop(pg_admin_dsn, name)
+    async with pg.fresh_database(pg_admin_dsn, pg_template) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from api_service import routes
 from api_service.app import create_app, open_pool
 from shared import errors, migrate
 from shared.settings import Settings
-from tests import dbutil
+from testkit import postgres as pg
 from tests.integration import api_support as api
 
 
@@ -120,12 +120,12 @@ async def test_the_app_refuses_to_start_on_an_unmigrated_database(pg_admin_dsn: 
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     try:
-        app = create_app(api.settings(dbutil.with_database(pg_admin_dsn, name)))
+        app = create_app(api.settings(pg.with_database(pg_admin_dsn, name)))
         with pytest.raises(api.LifespanFailed, match="payrun migrate"):
             async with api.running(app):
                 pass
     finally:
-        await dbutil.drop(pg_admin_dsn, name)
+        await pg.drop(pg_admin_dsn, name)
 
 
 async def test_the_app_builds_and_closes_its_own_pool(database_url: str) -> None:

@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 
 from shared import db, migrate
-from tests import dbutil
+from testkit import postgres as pg
 
 
 async def test_two_concurrent_migrations_apply_each_file_once(pg_admin_dsn: str) -> None:
@@ -13,7 +13,7 @@ async def test_two_concurrent_migrations_apply_each_file_once(pg_admin_dsn: str)
     conn = await asyncpg.connect(pg_admin_dsn)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    dsn = dbutil.with_database(pg_admin_dsn, name)
+    dsn = pg.with_database(pg_admin_dsn, name)
     try:
         a, b = await db.connect(dsn), await db.connect(dsn)
         first, second = await asyncio.gather(migrate.apply(a), migrate.apply(b))
@@ -24,7 +24,7 @@ async def test_two_concurrent_migrations_apply_each_file_once(pg_admin_dsn: str)
         await a.close()
         await b.close()
     finally:
-        await dbutil.drop(pg_admin_dsn, name)
+        await pg.drop(pg_admin_dsn, name)
 
 
 async def test_a_service_refuses_an_unmigrated_database(pg_admin_dsn: str) -> None:
@@ -33,7 +33,7 @@ async def test_a_service_refuses_an_unmigrated_database(pg_admin_dsn: str) -> No
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     try:
-        empty = await db.connect(dbutil.with_database(pg_admin_dsn, name))
+        empty = await db.connect(pg.with_database(pg_admin_dsn, name))
         try:
             await migrate.ensure_current(empty)
         except Exception as exc:
@@ -43,4 +43,4 @@ async def test_a_service_refuses_an_unmigrated_database(pg_admin_dsn: str) -> No
         finally:
             await empty.close()
     finally:
-        await dbutil.drop(pg_admin_dsn, name)
+        await pg.drop(pg_admin_dsn, name)
