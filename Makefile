@@ -28,10 +28,11 @@ chaos: $(STAMP)  ## the paused-process tests with many random seeds (CI runs one
 bench: $(STAMP)  ## benchmarks: each prints a table and a summary line
 	$(BIN)/python -m bench
 
-lint: $(STAMP)  ## ruff, and the layering contracts of pyproject.toml (lint-imports)
+lint: $(STAMP)  ## ruff, the layering contracts of pyproject.toml (lint-imports), and types (mypy --strict)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 check: lint test
 

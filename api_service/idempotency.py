@@ -23,7 +23,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from shared import errors, sqlfiles
+from shared import db, errors, sqlfiles
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -70,7 +70,7 @@ async def run(
     employer_id: uuid.UUID,
     key: str | None,
     request_hash: bytes,
-    work: Callable[[asyncpg.Connection], Awaitable[Reply]],
+    work: Callable[[db.Connection], Awaitable[Reply]],
 ) -> Response:
     """Run `work`; with a key, in one transaction with the key claimed first and its reply stored last.
 

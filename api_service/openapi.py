@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api_service import body, idempotency, schemas
@@ -15,7 +16,7 @@ from api_service import body, idempotency, schemas
 _REF = "#/components/schemas/{model}"
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(model="ProblemOut")}}}
 
-_MODELS: list[tuple[type[schemas.BaseModel], Any]] = [
+_MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.CreatePayrollIn, "validation"),
     (schemas.ProcessPayrollIn, "validation"),
     (schemas.PayrollOut, "serialization"),

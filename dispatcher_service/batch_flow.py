@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from decimal import Decimal
 from typing import Any
@@ -125,7 +126,8 @@ class BatchFlow:
             try:
                 batch = await self.caller.call(
                     "initiate",
-                    lambda transactions=transactions: self.provider.initiate(
+                    functools.partial(
+                        self.provider.initiate,
                         provider=provider_name,
                         currency=self.row.payload.get("currency", "KES"),
                         transactions=transactions,

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from shared import metrics, outbox, sqlfiles
+from shared import db, metrics, outbox, sqlfiles
 
 
 def _q(name: str) -> str:
@@ -92,7 +92,7 @@ async def log_attempt(
 
 
 @asynccontextmanager
-async def _fenced(pool: asyncpg.Pool, row: outbox.Claimed) -> AsyncIterator[asyncpg.Connection]:
+async def _fenced(pool: asyncpg.Pool, row: outbox.Claimed) -> AsyncIterator[db.Connection]:
     """`async with _fenced(pool, row) as conn:` a transaction in which we provably still hold the row. The
     connection goes back to the pool (its transaction rolled back) on any exception, cancellation included."""
     async with pool.acquire() as conn, conn.transaction():
@@ -139,7 +139,7 @@ async def record_poll(
         raise LeaseLost(f"outbox row {row.id} is no longer ours (not recording a status poll)")
 
 
-async def _close_if_last(conn: asyncpg.Connection, payroll_id: uuid.UUID) -> str | None:
+async def _close_if_last(conn: db.Connection, payroll_id: uuid.UUID) -> str | None:
     await conn.fetchval(_q("lock_payroll"), payroll_id)
     if await conn.fetchval(_q("payroll_open_rows"), payroll_id):
         await conn.execute(_q("touch_payroll"), payroll_id)
@@ -181,7 +181,7 @@ async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence
         metrics.ITEMS_FINAL.labels(o.status).inc()
 
 
-async def _write_outcomes(conn: asyncpg.Connection, outcomes: Sequence[ItemOutcome]) -> None:
+async def _write_outcomes(conn: db.Connection, outcomes: Sequence[ItemOutcome]) -> None:
     if outcomes:
         await conn.execute(
             _q("settle_items"),
@@ -220,6 +220,7 @@ async def note_callback(
     """Record a provider callback and wake the batch's row; returns deliveries, known and woken counts."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(_q("note_callback"), tracking_id, status_code, body)
+        assert row is not None  # one row of counts, always
         if row["woken"]:
             await conn.execute("SELECT pg_notify($1, $2)", outbox.NOTIFY_CHANNEL, tracking_id)
     return {"deliveries": row["deliveries"], "known": row["known"], "woken": row["woken"]}

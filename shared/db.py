@@ -8,8 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import asyncpg.pool
 
 from shared import errors, jsonvalues
+
+# A connection of its own (connect()) or one borrowed from a pool (pool.acquire()); asyncpg's types tell them
+# apart, the queries do not. An Executor also takes the pool itself (pool.fetch() and friends).
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Executor = Connection | asyncpg.Pool
 
 # Named constraints whose violation is a domain fact, not a bug.
 _CONSTRAINT_ERRORS: dict[str, type[errors.PayrunError]] = {
@@ -55,7 +61,10 @@ class _AcquireTimeoutPool(asyncpg.Pool):
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg's signature
         try:
-            return await super()._acquire(self.acquire_timeout_s if timeout is None else timeout)
+            # asyncpg's private acquire (the stubs leave it out): every public way to a connection goes through it.
+            return await super()._acquire(  # type: ignore[misc]
+                self.acquire_timeout_s if timeout is None else timeout
+            )
         except TimeoutError:
             raise errors.DatabaseBusy(waited_s=timeout or self.acquire_timeout_s) from None
 

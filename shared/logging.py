@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -23,7 +24,7 @@ def mask_phone(text: str) -> str:
     return _PHONE.sub(lambda m: f"254{m.group(1)}*****{m.group(3)}", text)
 
 
-def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
         if key.lower() in _SECRET_FIELDS:
             event[key] = "[redacted]"

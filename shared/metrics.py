@@ -67,6 +67,7 @@ SELECT
 
 async def refresh_backlog(pool: asyncpg.Pool) -> None:
     row = await pool.fetchrow(_BACKLOG)
+    assert row is not None  # one row of aggregates, always
     for status in ("pending", "in_progress", "dead"):
         OUTBOX_ROWS.labels(status).set(row[status])
     live = row["pending"] + row["in_progress"] + row["dead"]

@@ -10,8 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
+from shared import db
 from shared.errors import PayrunError, SchemaNotCurrent
 from shared.logging import get_logger
 
@@ -50,14 +49,14 @@ def latest_version() -> int:
     return max((m.version for m in available()), default=0)
 
 
-async def applied_version(conn: asyncpg.Connection) -> int:
+async def applied_version(conn: db.Connection) -> int:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return 0
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
-async def apply(conn: asyncpg.Connection) -> list[Migration]:
+async def apply(conn: db.Connection) -> list[Migration]:
     """Apply every pending migration; return the ones this call applied."""
     done: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
@@ -91,7 +90,7 @@ async def apply(conn: asyncpg.Connection) -> list[Migration]:
     return done
 
 
-async def ensure_current(conn: asyncpg.Connection) -> None:
+async def ensure_current(conn: db.Connection) -> None:
     """Refuse to serve on a database whose schema is behind this code."""
     have, want = await applied_version(conn), latest_version()
     if have < want:

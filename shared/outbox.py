@@ -17,10 +17,10 @@ from typing import Any
 
 import asyncpg
 
-from shared import sqlfiles
+from shared import db, sqlfiles
 
 NOTIFY_CHANNEL = "payrun_outbox"  # also named in sql/queries/outbox.sql (start_payroll)
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor = db.Executor
 
 
 def _q(name: str) -> str:
@@ -50,11 +50,12 @@ async def start_payroll(
     """DRAFT → PROCESSING with the payroll's send_batch rows, atomically (one statement); wakes the
     dispatchers at commit. False when the payroll was not DRAFT (nothing written)."""
     row = await conn.fetchrow(_q("start_payroll"), payroll_id, employer_id, batch_size)
+    assert row is not None  # one row of counts, always
     return bool(row["started"])
 
 
 async def claim(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: db.Executor,
     *,
     worker: str,
     lease_s: float,
@@ -73,7 +74,7 @@ async def next_due_s(conn: Executor) -> float | None:
 
 
 async def extend_leases(
-    conn: asyncpg.Connection | asyncpg.Pool, *, worker: str, lease_s: float, held: dict[int, uuid.UUID]
+    conn: db.Executor, *, worker: str, lease_s: float, held: dict[int, uuid.UUID]
 ) -> set[int]:
     """Extend the leases still held; returns the ids whose lease is still ours."""
     if not held:
@@ -83,13 +84,13 @@ async def extend_leases(
     return {r["id"] for r in rows}
 
 
-async def hold_lease(conn: asyncpg.Connection, row_id: int, token: uuid.UUID) -> bool:
+async def hold_lease(conn: db.Connection, row_id: int, token: uuid.UUID) -> bool:
     """Inside a transaction: lock the row if we still hold its lease (the fence)."""
     return await conn.fetchval(_q("hold_lease"), row_id, token) is not None
 
 
 async def release(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: db.Executor,
     row_id: int,
     token: uuid.UUID,
     *,
@@ -101,6 +102,6 @@ async def release(
 
 
 async def finish(
-    conn: asyncpg.Connection, row_id: int, token: uuid.UUID, *, status: str = "done", error: str | None = None
+    conn: db.Connection, row_id: int, token: uuid.UUID, *, status: str = "done", error: str | None = None
 ) -> bool:
     return await conn.fetchval(_q("finish"), row_id, token, status, error) is not None

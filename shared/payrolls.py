@@ -22,7 +22,7 @@ import asyncpg
 
 from shared import db, errors, outbox, sqlfiles
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor = db.Executor
 
 
 class PayrollStatus(enum.StrEnum):
@@ -142,9 +142,7 @@ class Page:
     next_after: tuple[datetime, uuid.UUID] | None
 
 
-async def create(
-    conn: asyncpg.Connection, employer_id: uuid.UUID, new: NewPayroll
-) -> tuple[Payroll, list[Item]]:
+async def create(conn: db.Connection, employer_id: uuid.UUID, new: NewPayroll) -> tuple[Payroll, list[Item]]:
     """Insert a DRAFT payroll and all its items (one statement for the items) in one transaction (a
     savepoint of the caller's, if it has one).
 
@@ -154,9 +152,7 @@ async def create(
         return await _create(conn, employer_id, new)
 
 
-async def _create(
-    conn: asyncpg.Connection, employer_id: uuid.UUID, new: NewPayroll
-) -> tuple[Payroll, list[Item]]:
+async def _create(conn: db.Connection, employer_id: uuid.UUID, new: NewPayroll) -> tuple[Payroll, list[Item]]:
     payroll_id = uuid.uuid4()
     try:
         # A savepoint: the unique violation aborts only it, so the existing id can still be read below.
@@ -171,6 +167,7 @@ async def _create(
             f"a payroll with reference {new.reference!r} already exists: {existing}",
             payroll_id=str(existing),
         ) from None
+    assert row is not None  # INSERT … RETURNING: one row
     items = new.items
     rows = await conn.fetch(
         _q("insert_items"),
@@ -194,7 +191,7 @@ async def get(conn: Executor, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> 
 
 
 async def get_with_items(
-    conn: asyncpg.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID
+    conn: db.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID
 ) -> tuple[Payroll, list[Item]]:
     """The payroll and its items ordered by position, read from one snapshot."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -222,7 +219,7 @@ async def list_page(
 
 
 async def start_processing(
-    conn: asyncpg.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID, *, batch_size: int
+    conn: db.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID, *, batch_size: int
 ) -> bool:
     """DRAFT → PROCESSING with its outbox rows, in one statement (inside the caller's transaction, if any).
 

@@ -13,6 +13,8 @@ from api_service import openapi, state
 from shared import errors, metrics, migrate
 
 READY_TIMEOUT_S = 2.0
+# Not ready: the database is down (what the API answers 503 for), or answers with any error at all.
+_NOT_READY: tuple[type[BaseException], ...] = (*http_errors.DATABASE_DOWN, asyncpg.PostgresError)
 
 
 async def healthz(_request: Request) -> Response:
@@ -27,7 +29,7 @@ async def readyz(request: Request) -> Response:
             await migrate.ensure_current(conn)
     except errors.SchemaNotCurrent:
         raise
-    except (*http_errors.DATABASE_DOWN, asyncpg.PostgresError) as exc:
+    except _NOT_READY as exc:
         raise errors.DatabaseUnavailable(f"the database cannot be reached: {type(exc).__name__}") from None
     return JSONResponse({"status": "ok"})
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api_service import auth, body, idempotency, render, schemas, state
-from shared import errors, payrolls
+from shared import db, errors, payrolls
 
 
 def _payroll_id(request: Request) -> uuid.UUID:
@@ -28,7 +27,7 @@ async def create_payroll(request: Request) -> Response:
         "POST", "/payrolls", idempotency.canonical(data.model_dump(mode="json"))
     )
 
-    async def work(conn: asyncpg.Connection) -> idempotency.Reply:
+    async def work(conn: db.Connection) -> idempotency.Reply:
         payroll, items = await payrolls.create(conn, employer.id, command)
         headers = {"Location": render.payroll_path(payroll.id)}
         return idempotency.Reply(201, render.payroll_detail(payroll, items), headers)
@@ -40,7 +39,7 @@ async def _process(request: Request, payroll_id: uuid.UUID, request_hash: bytes,
     employer, resources = auth.employer(request), state.of(request)
     batch_size = resources["settings"].intasend_batch_size
 
-    async def work(conn: asyncpg.Connection) -> idempotency.Reply:
+    async def work(conn: db.Connection) -> idempotency.Reply:
         await payrolls.start_processing(conn, employer.id, payroll_id, batch_size=batch_size)
         headers = {"Location": render.status_path(payroll_id)}
         return idempotency.Reply(202, render.processing_accepted(payroll_id), headers)
