@@ -35,8 +35,10 @@ from dispatcher_service.provider.protocol import (
 )
 from dispatcher_service.retry import ProviderCaller
 from shared import batches, db, outbox
-from shared.batches import LeaseLost
+from shared.batches import LeaseLost, Stage
 from shared.logging import get_logger
+from shared.outbox import RowStatus
+from shared.payrolls import ItemStatus
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -89,15 +91,15 @@ class BatchFlow:
                 if stored is None:
                     return
             self.log = self.log.bind(tracking_id=stored.tracking_id)
-            if stored.stage == "initiated":
+            if stored.stage == Stage.INITIATED:
                 if await self._hand_back_if_stopping("approve") or not await self._approve(
                     stored, first=True
                 ):
                     return
-            elif stored.stage == "approving":
+            elif stored.stage == Stage.APPROVING:
                 if not await self._resolve_approving(stored, approve_error=None):
                     return
-            elif stored.stage in ("finished", "rejected"):
+            elif stored.stage in (Stage.FINISHED, Stage.REJECTED):
                 # Settled but the row not finished: cannot happen (one transaction). Settle nothing twice.
                 await self._give_up(f"the batch was already {stored.stage}")
                 return
@@ -115,7 +117,7 @@ class BatchFlow:
 
     async def _initiate(self) -> batches.StoredBatch | None:
         # Items refused one by one on an earlier initiate of this row are FAILED already: never sent again.
-        items = [i for i in await batches.items(self.pool, self.item_ids) if i.status == "PENDING"]
+        items = [i for i in await batches.items(self.pool, self.item_ids) if i.status == ItemStatus.PENDING]
         provider_name = self.row.payload["provider"]
         for refusals in range(MAX_ITEM_REFUSALS + 1):
             if not items:
@@ -146,7 +148,9 @@ class BatchFlow:
                 if refused and len(refused) < len(items):
                     # IntaSend named the transactions it will not take: fail those, send the others.
                     await batches.fail_items(
-                        self.pool, self.row, [batches.ItemOutcome(i, "FAILED", r) for i, r in refused.items()]
+                        self.pool,
+                        self.row,
+                        [batches.ItemOutcome(i, ItemStatus.FAILED, r) for i, r in refused.items()],
                     )
                     await batches.log_attempt(
                         self.pool, self.row, self.worker, "initiate", "items_refused", str(exc)
@@ -185,7 +189,7 @@ class BatchFlow:
 
     async def _approve(self, stored: batches.StoredBatch, *, first: bool) -> bool:
         """`first`: no approve of this batch can have gone out before (it was still `initiated`)."""
-        await batches.set_stage(self.pool, self.row, stored.id, "approving")
+        await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVING)
         try:
             await self.caller.once(
                 "approve", lambda: self.provider.approve(_stored_batch(stored)), lease=self.lease
@@ -196,7 +200,7 @@ class BatchFlow:
                 self.pool, self.row, self.worker, "approve", type(exc).__name__, str(exc)
             )
             return await self._resolve_approving(stored, approve_error=exc, first_approve=first)
-        await batches.set_stage(self.pool, self.row, stored.id, "approved")
+        await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVED)
         await batches.log_attempt(self.pool, self.row, self.worker, "approve", "ok", stored.tracking_id)
         self.log.info("batch_approved")
         return True
@@ -222,7 +226,7 @@ class BatchFlow:
             return False
         await batches.record_poll(self.pool, self.row, stored.id, batch.raw, batch.status_code)
         if not outcomes.awaiting_approval(batch):
-            await batches.set_stage(self.pool, self.row, stored.id, "approved")
+            await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVED)
             self.log.info("batch_approval_confirmed", status_code=batch.status_code)
             return True
         refused = isinstance(approve_error, ProviderRejected) and approve_error.status not in AUTH_STATUSES
@@ -289,7 +293,9 @@ class BatchFlow:
                 settled = {o.item_id for o in reading.outcomes}
                 reason = "the provider gave no final outcome within 24 hours"
                 rest = [
-                    batches.ItemOutcome(i.id, "NEEDS_REVIEW", reason) for i in items if i.id not in settled
+                    batches.ItemOutcome(i.id, ItemStatus.NEEDS_REVIEW, reason)
+                    for i in items
+                    if i.id not in settled
                 ]
                 await batches.settle(self.pool, self.row, list(reading.outcomes) + rest, batch_id=stored.id)
                 self.log.warning("batch_needs_review", reason=reason)
@@ -319,11 +325,11 @@ class BatchFlow:
             self.pool,
             self.row,
             self.item_ids,
-            status="FAILED",
+            status=ItemStatus.FAILED,
             reason=reason,
             batch_id=batch_id,
-            batch_stage="rejected",
-            row_status="done",
+            batch_stage=Stage.REJECTED,
+            row_status=RowStatus.DONE,
         )
 
     async def _retry_later(self, error: str) -> None:
@@ -345,8 +351,12 @@ class BatchFlow:
     async def _give_up(self, reason: str) -> None:
         """The row goes `dead`. Items of a batch that may have been approved need a person; others failed."""
         stored = await batches.for_row(self.pool, self.row.id)
-        may_have_moved = stored is not None and stored.stage in ("approving", "approved", "finished")
-        status = "NEEDS_REVIEW" if may_have_moved else "FAILED"
+        may_have_moved = stored is not None and stored.stage in (
+            Stage.APPROVING,
+            Stage.APPROVED,
+            Stage.FINISHED,
+        )
+        status = ItemStatus.NEEDS_REVIEW if may_have_moved else ItemStatus.FAILED
         final = await batches.settle_all(
             self.pool,
             self.row,
@@ -354,8 +364,8 @@ class BatchFlow:
             status=status,
             reason=reason,
             batch_id=stored.id if stored else None,
-            batch_stage="finished" if may_have_moved else "rejected",
-            row_status="dead",
+            batch_stage=Stage.FINISHED if may_have_moved else Stage.REJECTED,
+            row_status=RowStatus.DEAD,
         )
         self.log.error("batch_dead", reason=reason, items_status=status, payroll_status=final)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from dispatcher_service.provider.protocol import Batch, Transaction
 from shared.batches import Item, ItemOutcome
+from shared.payrolls import ItemStatus
 
 AWAITING_APPROVAL_CODES = frozenset({"BP101", "BP103"})
 AWAITING_APPROVAL_STATUSES = frozenset({"preview and approve"})
@@ -100,46 +101,54 @@ class _Failure:
 def _txn_outcome(item_id: int, t: Transaction, failure: _Failure | None) -> ItemOutcome | None:
     code = normalise_code(t.status_code)
     if code in TXN_PAID:
-        return ItemOutcome(item_id, "PAID", None, t.provider_reference)
+        return ItemOutcome(item_id, ItemStatus.PAID, None, t.provider_reference)
     if code in TXN_UNDETERMINED:
         return ItemOutcome(
-            item_id, "NEEDS_REVIEW", f"IntaSend cannot determine the outcome ({code}): contact support"
+            item_id,
+            ItemStatus.NEEDS_REVIEW,
+            f"IntaSend cannot determine the outcome ({code}): contact support",
         )
     if code in TXN_FAILED:
         reason = t.failure_reason or TXN_FAILED[code]
-        return ItemOutcome(item_id, "FAILED", f"{reason} ({code})")
+        return ItemOutcome(item_id, ItemStatus.FAILED, f"{reason} ({code})")
     if failure is None:
         return None  # the batch is running or completed: wait for a final code
     # FAILED tells a person the item may be paid again by hand, so only a code that proves nothing was
     # sent gives it; anything else is for a person to check with IntaSend.
     if code in TXN_NOT_STARTED:
-        return ItemOutcome(item_id, "FAILED", f"{failure.reason}; transaction {code}, never started")
+        return ItemOutcome(item_id, ItemStatus.FAILED, f"{failure.reason}; transaction {code}, never started")
     if code in TXN_IN_FLIGHT:
         return ItemOutcome(
-            item_id, "NEEDS_REVIEW", f"{failure.reason}, while this transaction was in progress ({code})"
+            item_id,
+            ItemStatus.NEEDS_REVIEW,
+            f"{failure.reason}, while this transaction was in progress ({code})",
         )
     if not code:
         if failure.before_sending:
-            return ItemOutcome(item_id, "FAILED", f"{failure.reason}; transaction without a code")
+            return ItemOutcome(item_id, ItemStatus.FAILED, f"{failure.reason}; transaction without a code")
         return ItemOutcome(
             item_id,
-            "NEEDS_REVIEW",
+            ItemStatus.NEEDS_REVIEW,
             f"{failure.reason}; the transaction has no code, so it may have been paid",
         )
     return ItemOutcome(
         item_id,
-        "NEEDS_REVIEW",
+        ItemStatus.NEEDS_REVIEW,
         f"{failure.reason}; transaction code {code} is not one payrun knows, so it may have been paid",
     )
 
 
 def _missing_outcome(item_id: int, failure: _Failure | None, batch_over: bool) -> ItemOutcome | None:
     if failure is not None and failure.before_sending:
-        return ItemOutcome(item_id, "FAILED", failure.reason)
+        return ItemOutcome(item_id, ItemStatus.FAILED, failure.reason)
     if failure is not None:
-        return ItemOutcome(item_id, "NEEDS_REVIEW", f"{failure.reason}, and its list does not show this item")
+        return ItemOutcome(
+            item_id, ItemStatus.NEEDS_REVIEW, f"{failure.reason}, and its list does not show this item"
+        )
     if batch_over:
-        return ItemOutcome(item_id, "NEEDS_REVIEW", "the provider's completed batch does not list this item")
+        return ItemOutcome(
+            item_id, ItemStatus.NEEDS_REVIEW, "the provider's completed batch does not list this item"
+        )
     return None
 
 

@@ -7,6 +7,7 @@ single-statement writes (`record_poll`, `log_attempt`) carry the same check insi
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,10 +18,22 @@ from typing import Any
 import asyncpg
 
 from shared import db, metrics, outbox, sqlfiles
+from shared.outbox import RowStatus
+from shared.payrolls import ItemStatus
 
 
 def _q(name: str) -> str:
     return sqlfiles.load("batches")[name]
+
+
+class Stage(enum.StrEnum):
+    """provider_batches.stage, as stored: how far IntaSend's two-step flow got for the batch."""
+
+    INITIATED = "initiated"
+    APPROVING = "approving"
+    APPROVED = "approved"
+    FINISHED = "finished"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +46,7 @@ class Item:
     provider: str
     bank_code: str | None
     narrative: str | None
-    status: str
+    status: ItemStatus
     request_reference_id: str | None
 
 
@@ -42,7 +55,7 @@ class StoredBatch:
     id: int
     tracking_id: str
     nonce: str | None
-    stage: str
+    stage: Stage
     initiate_response: dict[str, Any]
     status_polls: int
 
@@ -50,7 +63,7 @@ class StoredBatch:
 @dataclass(frozen=True, slots=True)
 class ItemOutcome:
     item_id: int
-    status: str
+    status: ItemStatus
     reason: str | None = None
     provider_reference: str | None = None
 
@@ -61,7 +74,7 @@ class LeaseLost(Exception):
 
 async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
     rows = await pool.fetch(_q("batch_items"), list(item_ids))
-    return [Item(**dict(r)) for r in rows]
+    return [Item(**{**dict(r), "status": ItemStatus(r["status"])}) for r in rows]
 
 
 async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
@@ -69,7 +82,7 @@ async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
     if r is None:
         return None
     return StoredBatch(
-        r["id"], r["tracking_id"], r["nonce"], r["stage"], r["initiate_response"], r["status_polls"]
+        r["id"], r["tracking_id"], r["nonce"], Stage(r["stage"]), r["initiate_response"], r["status_polls"]
     )
 
 
@@ -119,13 +132,13 @@ async def persist_initiated(
             raise LeaseLost(f"outbox row {row.id} already has a batch")
         ids = list(refs)
         await conn.execute(_q("link_items"), batch_id, ids, [refs[i] for i in ids])
-    return StoredBatch(batch_id, tracking_id, nonce, "initiated", response, 0)
+    return StoredBatch(batch_id, tracking_id, nonce, Stage.INITIATED, response, 0)
 
 
-async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stage: str) -> None:
+async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stage: Stage) -> None:
     async with _fenced(pool, row) as conn:
         await conn.execute(_q("set_stage"), batch_id, stage)
-        if stage == "approved":
+        if stage == Stage.APPROVED:
             await conn.execute(_q("mark_submitted"), batch_id)
             await conn.execute(_q("touch_payroll"), row.payroll_id)
 
@@ -157,8 +170,8 @@ async def settle(
     outcomes: Sequence[ItemOutcome],
     *,
     batch_id: int | None,
-    batch_stage: str = "finished",
-    row_status: str = "done",
+    batch_stage: Stage = Stage.FINISHED,
+    row_status: RowStatus = RowStatus.DONE,
     error: str | None = None,
 ) -> str | None:
     """Record the items' final states, finish the outbox row and, if it was the payroll's last, the payroll:
@@ -197,11 +210,11 @@ async def settle_all(
     row: outbox.Claimed,
     item_ids: Sequence[int],
     *,
-    status: str,
+    status: ItemStatus,
     reason: str,
     batch_id: int | None,
-    batch_stage: str,
-    row_status: str,
+    batch_stage: Stage,
+    row_status: RowStatus,
     error: str | None = None,
 ) -> str | None:
     """Give every unsettled item of the row one state (a batch-level failure, or a row that died)."""

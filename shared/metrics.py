@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from shared.outbox import RowStatus
+
 OUTBOX_ROWS = Gauge(
     "payrun_outbox_rows",
     "Outbox rows by status (`done` is the planner's estimate: never a full scan).",
@@ -68,10 +70,11 @@ SELECT
 async def refresh_backlog(pool: asyncpg.Pool) -> None:
     row = await pool.fetchrow(_BACKLOG)
     assert row is not None  # one row of aggregates, always
-    for status in ("pending", "in_progress", "dead"):
+    live_statuses = (RowStatus.PENDING, RowStatus.IN_PROGRESS, RowStatus.DEAD)
+    for status in live_statuses:
         OUTBOX_ROWS.labels(status).set(row[status])
-    live = row["pending"] + row["in_progress"] + row["dead"]
-    OUTBOX_ROWS.labels("done").set(max(0, row["total_estimate"] - live))
+    live = sum(row[status] for status in live_statuses)
+    OUTBOX_ROWS.labels(RowStatus.DONE).set(max(0, row["total_estimate"] - live))
     OUTBOX_OLDEST_PENDING.set(row["oldest"])
     OUTBOX_OLDEST_DUE.set(row["oldest_due"])
     OUTBOX_ROWS_WITH_ERRORS.set(row["with_errors"])

@@ -10,6 +10,7 @@ Design rules (never twice, never lost):
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,15 @@ from shared import db, sqlfiles
 
 NOTIFY_CHANNEL = "payrun_outbox"  # also named in sql/queries/outbox.sql (start_payroll)
 Executor = db.Executor
+
+
+class RowStatus(enum.StrEnum):
+    """outbox.status, as stored."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    DEAD = "dead"
 
 
 def _q(name: str) -> str:
@@ -102,6 +112,11 @@ async def release(
 
 
 async def finish(
-    conn: db.Connection, row_id: int, token: uuid.UUID, *, status: str = "done", error: str | None = None
+    conn: db.Connection,
+    row_id: int,
+    token: uuid.UUID,
+    *,
+    status: RowStatus = RowStatus.DONE,
+    error: str | None = None,
 ) -> bool:
     return await conn.fetchval(_q("finish"), row_id, token, status, error) is not None
