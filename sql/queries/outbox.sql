@@ -3,6 +3,7 @@
 -- `send_batch` row per batch of items, grouped by provider (IntaSend's provider is per batch), in item
 -- order, at most $3 items a batch. The UPDATE's row lock makes a concurrent second call wait, then find the
 -- payroll no longer DRAFT and write nothing. pg_notify (delivered at commit) wakes the dispatchers.
+-- Each payload carries the employer's wallet_id as it is now (JSON null: the INTASEND_WALLET_ID default).
 WITH started AS (
     UPDATE payrolls
     SET status = 'PROCESSING', processing_started_at = now(), updated_at = now()
@@ -11,7 +12,8 @@ WITH started AS (
 ), enqueued AS (
     INSERT INTO outbox (payroll_id, kind, payload)
     SELECT $1, 'send_batch',
-           jsonb_build_object('provider', provider, 'currency', 'KES', 'item_ids', jsonb_agg(id ORDER BY position))
+           jsonb_build_object('provider', provider, 'currency', 'KES', 'item_ids', jsonb_agg(id ORDER BY position),
+                              'wallet_id', (SELECT wallet_id FROM employers WHERE id = $2))
     FROM (
         SELECT id, position, provider,
                (row_number() OVER (PARTITION BY provider ORDER BY position) - 1) / $3 AS chunk

@@ -66,10 +66,10 @@ async def test_process_is_202_with_location_and_the_outbox_rows_exist_at_once(
     )
     payloads = [r["payload"] for r in rows]
     assert payloads == [
-        {"provider": "MPESA-B2C", "currency": "KES", "item_ids": mpesa[0:3]},
-        {"provider": "PESALINK", "currency": "KES", "item_ids": pesalink},
-        {"provider": "MPESA-B2C", "currency": "KES", "item_ids": mpesa[3:6]},
-        {"provider": "MPESA-B2C", "currency": "KES", "item_ids": mpesa[6:7]},
+        {"provider": "MPESA-B2C", "currency": "KES", "item_ids": mpesa[0:3], "wallet_id": None},
+        {"provider": "PESALINK", "currency": "KES", "item_ids": pesalink, "wallet_id": None},
+        {"provider": "MPESA-B2C", "currency": "KES", "item_ids": mpesa[3:6], "wallet_id": None},
+        {"provider": "MPESA-B2C", "currency": "KES", "item_ids": mpesa[6:7], "wallet_id": None},
     ]
     assert {(r["kind"], r["status"], r["attempts"]) for r in rows} == {("send_batch", "pending", 0)}
     payroll_row = await pool.fetchrow("SELECT status, processing_started_at, updated_at FROM payrolls")
