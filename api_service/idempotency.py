@@ -30,8 +30,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 
 
-def _q(name: str) -> str:
-    return sqlfiles.load("idempotency_keys")[name]
+Q = sqlfiles.queries("idempotency_keys")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +79,8 @@ async def run(
         async with pool.acquire() as conn:
             return (await work(conn)).response()
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(_q("claim_key"), employer_id, key, request_hash):
-            stored = await conn.fetchrow(_q("stored_response"), employer_id, key)
+        if not await conn.fetchval(Q.claim_key, employer_id, key, request_hash):
+            stored = await conn.fetchrow(Q.stored_response, employer_id, key)
             if stored is None:  # taken and gone again between the two statements (a key expiry, say)
                 raise errors.IdempotencyKeyInFlight()
             if stored["request_hash"] != request_hash:
@@ -93,7 +92,7 @@ async def run(
             )
             return reply.response(replayed=True)
         reply = await work(conn)
-        await conn.execute(_q("store_response"), employer_id, key, reply.status, reply.body, reply.headers)
+        await conn.execute(Q.store_response, employer_id, key, reply.status, reply.body, reply.headers)
     return reply.response()
 
 

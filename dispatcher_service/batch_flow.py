@@ -303,10 +303,7 @@ class BatchFlow:
             delay = poll_delay(polls)
 
     async def _past_horizon(self, stored: batches.StoredBatch) -> bool:
-        approved_age = await self.pool.fetchval(
-            "SELECT extract(epoch FROM now() - approved_at)::float8 FROM provider_batches WHERE id = $1",
-            stored.id,
-        )
+        approved_age = await batches.approved_age_s(self.pool, stored.id)
         return approved_age is not None and approved_age > FOLLOW_HORIZON_S
 
     # -- stopping and failures -------------------------------------------------------------------------

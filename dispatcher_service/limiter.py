@@ -60,8 +60,7 @@ class Send:
     waited_s: float
 
 
-def _q(name: str) -> str:
-    return sqlfiles.load("rate")[name]
+Q = sqlfiles.queries("rate")
 
 
 class ProviderRateLimiter:
@@ -99,7 +98,7 @@ class ProviderRateLimiter:
         """The request never left (a stale grant, a lease that ran out): its place goes back to everyone. If
         this write is lost, the place counts until STAMP_BOUND_S after the grant (safe, a little slower)."""
         try:
-            await self._pool.execute(_q("unused"), send.id)
+            await self._pool.execute(Q.unused, send.id)
         except db.TRANSIENT_ERRORS as exc:
             log.warning("send_log_unused_not_recorded", send_id=send.id, error=str(exc))
 
@@ -108,7 +107,7 @@ class ProviderRateLimiter:
         while True:
             asked_at = time.monotonic()
             taken = await self._pool.fetchrow(
-                _q("take_send"), self._name, self.max_in_window, WINDOW_S, STAMP_BOUND_S, POLL_S
+                Q.take_send, self._name, self.max_in_window, WINDOW_S, STAMP_BOUND_S, POLL_S
             )
             assert taken is not None  # payrun_take_send() returns one row
             if taken["sent"]:
@@ -123,7 +122,7 @@ class ProviderRateLimiter:
 
     async def _wait_for_slot(self) -> int:
         """Take the next shared send slot and sleep until it; returns the pause epoch it was taken in."""
-        slot = await self._pool.fetchrow(_q("reserve_slot"), self._name, self.interval_s)
+        slot = await self._pool.fetchrow(Q.reserve_slot, self._name, self.interval_s)
         assert slot is not None  # the provider_rate row (migration 0001) is never deleted
         if slot["wait_s"] > 0:
             await asyncio.sleep(slot["wait_s"])
@@ -133,7 +132,7 @@ class ProviderRateLimiter:
         """The request's answer came back (or it failed): it counts for one more window only. If this write
         is lost, the request counts until STAMP_BOUND_S after it left (still safe, a little slower)."""
         try:
-            await self._pool.execute(_q("answered"), send.id)
+            await self._pool.execute(Q.answered, send.id)
         except db.TRANSIENT_ERRORS as exc:
             log.warning("send_log_answer_not_recorded", send_id=send.id, error=str(exc))
 
@@ -144,7 +143,7 @@ class ProviderRateLimiter:
         else:
             pause = self._backoff_s
             self._backoff_s = min(self._backoff_s * 2, MAX_PAUSE_S)
-        await self._pool.fetchval(_q("pause"), self._name, pause)
+        await self._pool.fetchval(Q.pause, self._name, pause)
         log.warning("provider_rate_limited", pause_s=round(pause, 3), retry_after=retry_after)
         return pause
 

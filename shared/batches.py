@@ -21,9 +21,7 @@ from shared import db, metrics, outbox, sqlfiles
 from shared.outbox import RowStatus
 from shared.payrolls import ItemStatus
 
-
-def _q(name: str) -> str:
-    return sqlfiles.load("batches")[name]
+Q = sqlfiles.queries("batches")
 
 
 class Stage(enum.StrEnum):
@@ -73,12 +71,12 @@ class LeaseLost(Exception):
 
 
 async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
-    rows = await pool.fetch(_q("batch_items"), list(item_ids))
+    rows = await pool.fetch(Q.batch_items, list(item_ids))
     return [Item(**{**dict(r), "status": ItemStatus(r["status"])}) for r in rows]
 
 
 async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
-    r = await pool.fetchrow(_q("batch_for_row"), outbox_id)
+    r = await pool.fetchrow(Q.batch_for_row, outbox_id)
     if r is None:
         return None
     return StoredBatch(
@@ -91,7 +89,7 @@ async def log_attempt(
 ) -> None:
     """Record one step of the row's flow for the audit trail; fenced in the statement itself."""
     written = await pool.fetchval(
-        _q("log_attempt"),
+        Q.log_attempt,
         row.id,
         row.attempts,
         worker,
@@ -125,39 +123,43 @@ async def persist_initiated(
 ) -> StoredBatch:
     """Persist the batch and each item's request_reference_id before anyone may approve it."""
     async with _fenced(pool, row) as conn:
-        batch_id = await conn.fetchval(
-            _q("insert_batch"), row.id, row.payroll_id, tracking_id, nonce, response
-        )
+        batch_id = await conn.fetchval(Q.insert_batch, row.id, row.payroll_id, tracking_id, nonce, response)
         if batch_id is None:
             raise LeaseLost(f"outbox row {row.id} already has a batch")
         ids = list(refs)
-        await conn.execute(_q("link_items"), batch_id, ids, [refs[i] for i in ids])
+        await conn.execute(Q.link_items, batch_id, ids, [refs[i] for i in ids])
     return StoredBatch(batch_id, tracking_id, nonce, Stage.INITIATED, response, 0)
 
 
 async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stage: Stage) -> None:
     async with _fenced(pool, row) as conn:
-        await conn.execute(_q("set_stage"), batch_id, stage)
+        await conn.execute(Q.set_stage, batch_id, stage)
         if stage == Stage.APPROVED:
-            await conn.execute(_q("mark_submitted"), batch_id)
-            await conn.execute(_q("touch_payroll"), row.payroll_id)
+            await conn.execute(Q.mark_submitted, batch_id)
+            await conn.execute(Q.touch_payroll, row.payroll_id)
 
 
 async def record_poll(
     pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, status: dict[str, Any], status_code: str | None
 ) -> None:
     """Record a status answer; fenced in the statement, so a stale flow cannot undo a callback's wake-up."""
-    written = await pool.fetchval(_q("record_poll"), batch_id, status, status_code, row.id, row.lease_token)
+    written = await pool.fetchval(Q.record_poll, batch_id, status, status_code, row.id, row.lease_token)
     if written is None:
         raise LeaseLost(f"outbox row {row.id} is no longer ours (not recording a status poll)")
 
 
+async def approved_age_s(pool: asyncpg.Pool, batch_id: int) -> float | None:
+    """Seconds since the batch was approved, None while it is not."""
+    age: float | None = await pool.fetchval(Q.approved_age, batch_id)
+    return age
+
+
 async def _close_if_last(conn: db.Connection, payroll_id: uuid.UUID) -> str | None:
-    await conn.fetchval(_q("lock_payroll"), payroll_id)
-    if await conn.fetchval(_q("payroll_open_rows"), payroll_id):
-        await conn.execute(_q("touch_payroll"), payroll_id)
+    await conn.fetchval(Q.lock_payroll, payroll_id)
+    if await conn.fetchval(Q.payroll_open_rows, payroll_id):
+        await conn.execute(Q.touch_payroll, payroll_id)
         return None
-    closed = await conn.fetchrow(_q("close_payroll"), payroll_id)
+    closed = await conn.fetchrow(Q.close_payroll, payroll_id)
     if closed is None:
         return None
     metrics.PAYROLL_DURATION.observe(max(0.0, closed["duration_s"] or 0.0))
@@ -181,7 +183,7 @@ async def settle(
             metrics.ITEMS_FINAL.labels(o.status).inc()
         await _write_outcomes(conn, outcomes)
         if batch_id is not None:
-            await conn.execute(_q("set_stage"), batch_id, batch_stage)
+            await conn.execute(Q.set_stage, batch_id, batch_stage)
         await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error)
         return await _close_if_last(conn, row.payroll_id)
 
@@ -197,7 +199,7 @@ async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence
 async def _write_outcomes(conn: db.Connection, outcomes: Sequence[ItemOutcome]) -> None:
     if outcomes:
         await conn.execute(
-            _q("settle_items"),
+            Q.settle_items,
             [o.item_id for o in outcomes],
             [o.status for o in outcomes],
             [o.reason for o in outcomes],
@@ -219,10 +221,10 @@ async def settle_all(
 ) -> str | None:
     """Give every unsettled item of the row one state (a batch-level failure, or a row that died)."""
     async with _fenced(pool, row) as conn:
-        unsettled = await conn.fetch(_q("fail_unsettled"), list(item_ids), status, reason)
+        unsettled = await conn.fetch(Q.fail_unsettled, list(item_ids), status, reason)
         metrics.ITEMS_FINAL.labels(status).inc(len(unsettled))
         if batch_id is not None:
-            await conn.execute(_q("set_stage"), batch_id, batch_stage)
+            await conn.execute(Q.set_stage, batch_id, batch_stage)
         await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error or reason)
         return await _close_if_last(conn, row.payroll_id)
 
@@ -232,7 +234,7 @@ async def note_callback(
 ) -> dict[str, int]:
     """Record a provider callback and wake the batch's row; returns deliveries, known and woken counts."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(_q("note_callback"), tracking_id, status_code, body)
+        row = await conn.fetchrow(Q.note_callback, tracking_id, status_code, body)
         assert row is not None  # one row of counts, always
         if row["woken"]:
             await conn.execute("SELECT pg_notify($1, $2)", outbox.NOTIFY_CHANNEL, tracking_id)

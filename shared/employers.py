@@ -7,9 +7,10 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from shared import db
+from shared import db, sqlfiles
 
 KEY_PREFIX = "pr_live_"
+Q = sqlfiles.queries("employers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +29,10 @@ def new_api_key() -> str:
 
 async def create(conn: db.Connection, name: str) -> dict[str, str]:
     employer_id, api_key = uuid.uuid4(), new_api_key()
-    await conn.execute(
-        "INSERT INTO employers (id, name, api_key_hash) VALUES ($1, $2, $3)",
-        employer_id,
-        name,
-        hash_key(api_key),
-    )
+    await conn.execute(Q.insert_employer, employer_id, name, hash_key(api_key))
     return {"id": str(employer_id), "name": name, "api_key": api_key}
 
 
 async def by_api_key(conn: db.Executor, api_key: str) -> Employer | None:
-    row = await conn.fetchrow("SELECT id, name FROM employers WHERE api_key_hash = $1", hash_key(api_key))
+    row = await conn.fetchrow(Q.employer_by_key_hash, hash_key(api_key))
     return Employer(row["id"], row["name"]) if row else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from shared import sqlfiles
 from shared.outbox import RowStatus
 
 OUTBOX_ROWS = Gauge(
@@ -48,27 +49,11 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-_BACKLOG = """
-SELECT
-  (SELECT count(*) FROM outbox WHERE status = 'pending') AS pending,
-  (SELECT count(*) FROM outbox WHERE status = 'in_progress') AS in_progress,
-  (SELECT count(*) FROM outbox WHERE status = 'dead') AS dead,
-  -- `done` rows are never deleted: count them from the planner's estimate, not a scan of millions of rows.
-  (SELECT greatest(reltuples::bigint, 0) FROM pg_class WHERE oid = 'outbox'::regclass) AS total_estimate,
-  -- One status per subquery: each reads its own partial index; `status IN (...)` scans the whole table.
-  (SELECT coalesce(extract(epoch FROM now() - least(
-     (SELECT min(created_at) FROM outbox WHERE status = 'pending'),
-     (SELECT min(created_at) FROM outbox WHERE status = 'in_progress'))), 0)::float8) AS oldest,
-  (SELECT coalesce(extract(epoch FROM now() - min(available_at)), 0)::float8
-     FROM outbox WHERE status = 'pending' AND available_at <= now()) AS oldest_due,
-  (SELECT count(*) FROM outbox WHERE status = 'pending' AND errors > 0)
-    + (SELECT count(*) FROM outbox WHERE status = 'in_progress' AND errors > 0) AS with_errors,
-  (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review
-"""
+Q = sqlfiles.queries("metrics")
 
 
 async def refresh_backlog(pool: asyncpg.Pool) -> None:
-    row = await pool.fetchrow(_BACKLOG)
+    row = await pool.fetchrow(Q.backlog)
     assert row is not None  # one row of aggregates, always
     live_statuses = (RowStatus.PENDING, RowStatus.IN_PROGRESS, RowStatus.DEAD)
     for status in live_statuses:

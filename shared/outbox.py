@@ -33,8 +33,7 @@ class RowStatus(enum.StrEnum):
     DEAD = "dead"
 
 
-def _q(name: str) -> str:
-    return sqlfiles.load("outbox")[name]
+Q = sqlfiles.queries("outbox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +58,7 @@ async def start_payroll(
 ) -> bool:
     """DRAFT → PROCESSING with the payroll's send_batch rows, atomically (one statement); wakes the
     dispatchers at commit. False when the payroll was not DRAFT (nothing written)."""
-    row = await conn.fetchrow(_q("start_payroll"), payroll_id, employer_id, batch_size)
+    row = await conn.fetchrow(Q.start_payroll, payroll_id, employer_id, batch_size)
     assert row is not None  # one row of counts, always
     return bool(row["started"])
 
@@ -73,13 +72,13 @@ async def claim(
     running: Sequence[int] = (),
 ) -> list[Claimed]:
     """Claim up to `limit` due rows, never one of `running` (rows whose flow this process still runs)."""
-    rows = await conn.fetch(_q("claim_batch"), worker, lease_s, limit, list(running))
+    rows = await conn.fetch(Q.claim_batch, worker, lease_s, limit, list(running))
     return [Claimed.from_record(r) for r in rows]
 
 
 async def next_due_s(conn: Executor) -> float | None:
     """Seconds until the next row is due; None when no row is live."""
-    due = await conn.fetchval(_q("next_due"))
+    due = await conn.fetchval(Q.next_due)
     return None if due is None else float(due)
 
 
@@ -90,13 +89,13 @@ async def extend_leases(
     if not held:
         return set()
     ids = list(held)
-    rows = await conn.fetch(_q("extend_leases"), worker, lease_s, ids, [held[i] for i in ids])
+    rows = await conn.fetch(Q.extend_leases, worker, lease_s, ids, [held[i] for i in ids])
     return {r["id"] for r in rows}
 
 
 async def hold_lease(conn: db.Connection, row_id: int, token: uuid.UUID) -> bool:
     """Inside a transaction: lock the row if we still hold its lease (the fence)."""
-    return await conn.fetchval(_q("hold_lease"), row_id, token) is not None
+    return await conn.fetchval(Q.hold_lease, row_id, token) is not None
 
 
 async def release(
@@ -108,7 +107,7 @@ async def release(
     error: str | None = None,
     count_error: bool = False,
 ) -> bool:
-    return await conn.fetchval(_q("release"), row_id, token, delay_s, error, count_error) is not None
+    return await conn.fetchval(Q.release, row_id, token, delay_s, error, count_error) is not None
 
 
 async def finish(
@@ -119,4 +118,4 @@ async def finish(
     status: RowStatus = RowStatus.DONE,
     error: str | None = None,
 ) -> bool:
-    return await conn.fetchval(_q("finish"), row_id, token, status, error) is not None
+    return await conn.fetchval(Q.finish, row_id, token, status, error) is not None

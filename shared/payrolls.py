@@ -59,8 +59,7 @@ class Provider(enum.StrEnum):
     INTASEND = "INTASEND"
 
 
-def _q(name: str) -> str:
-    return sqlfiles.load("payrolls")[name]
+Q = sqlfiles.queries("payrolls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +157,11 @@ async def _create(conn: db.Connection, employer_id: uuid.UUID, new: NewPayroll) 
         # A savepoint: the unique violation aborts only it, so the existing id can still be read below.
         async with conn.transaction(), db.translate_errors():
             row = await conn.fetchrow(
-                _q("insert_payroll"), payroll_id, employer_id, new.reference, new.currency, len(new.items),
+                Q.insert_payroll, payroll_id, employer_id, new.reference, new.currency, len(new.items),
                 new.total_amount,
             )  # fmt: skip
     except errors.DuplicateReference:
-        existing = await conn.fetchval(_q("id_by_reference"), employer_id, new.reference)
+        existing = await conn.fetchval(Q.id_by_reference, employer_id, new.reference)
         raise errors.DuplicateReference(
             f"a payroll with reference {new.reference!r} already exists: {existing}",
             payroll_id=str(existing),
@@ -170,7 +169,7 @@ async def _create(conn: db.Connection, employer_id: uuid.UUID, new: NewPayroll) 
     assert row is not None  # INSERT … RETURNING: one row
     items = new.items
     rows = await conn.fetch(
-        _q("insert_items"),
+        Q.insert_items,
         payroll_id,
         [i.name for i in items],
         [i.account for i in items],
@@ -184,7 +183,7 @@ async def _create(conn: db.Connection, employer_id: uuid.UUID, new: NewPayroll) 
 
 
 async def get(conn: Executor, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> Payroll:
-    row = await conn.fetchrow(_q("get_payroll"), payroll_id, employer_id)
+    row = await conn.fetchrow(Q.get_payroll, payroll_id, employer_id)
     if row is None:
         raise errors.PayrollNotFound()
     return Payroll.from_record(row)
@@ -196,7 +195,7 @@ async def get_with_items(
     """The payroll and its items ordered by position, read from one snapshot."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         payroll = await get(conn, employer_id, payroll_id)
-        rows = await conn.fetch(_q("get_items"), payroll_id)
+        rows = await conn.fetch(Q.get_items, payroll_id)
     return payroll, [Item.from_record(r) for r in rows]
 
 
@@ -211,7 +210,7 @@ async def list_page(
     """One page of the employer's payrolls, newest first, after the (created_at, id) of the previous page."""
     after_at, after_id = after if after else (None, None)
     rows = await conn.fetch(
-        _q("list_payrolls"), employer_id, str(status) if status else None, after_at, after_id, limit + 1
+        Q.list_payrolls, employer_id, str(status) if status else None, after_at, after_id, limit + 1
     )
     payrolls = [Payroll.from_record(r) for r in rows[:limit]]
     more = len(rows) > limit
@@ -228,7 +227,7 @@ async def start_processing(
     """
     if await outbox.start_payroll(conn, payroll_id, employer_id, batch_size):
         return True
-    status = await conn.fetchval(_q("payroll_state"), payroll_id, employer_id)
+    status = await conn.fetchval(Q.payroll_state, payroll_id, employer_id)
     if status is None:
         raise errors.PayrollNotFound()
     if status == PayrollStatus.PROCESSING:
@@ -243,7 +242,7 @@ async def start_processing(
 
 async def status_summary(conn: Executor, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> StatusSummary:
     """The polling view: status, item counts per status (zeros included) and amounts, in one query."""
-    row = await conn.fetchrow(_q("status_summary"), payroll_id, employer_id)
+    row = await conn.fetchrow(Q.status_summary, payroll_id, employer_id)
     if row is None:
         raise errors.PayrollNotFound()
     found: dict[str, Any] = row["counts"]

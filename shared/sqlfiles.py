@@ -1,4 +1,8 @@
-"""Named SQL blocks loaded from sql/queries/*.sql: a `-- name --` line, a comment saying why, the statement."""
+"""Named SQL blocks loaded from sql/queries/*.sql: a `-- name --` line, a comment saying why, the statement.
+
+A module names its file once, `Q = sqlfiles.queries("outbox")`, and uses `Q.claim_batch` (or `Q["claim_batch"]`);
+the file is read on first use.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +25,25 @@ def load(name: str) -> dict[str, str]:
             raise ValueError(f"{name}.sql defines {query_name!r} twice")
         queries[query_name] = body.strip().rstrip(";")
     return queries
+
+
+class Queries:
+    """The named statements of one sql/queries/<file>.sql, by attribute or by item; read on first use."""
+
+    __slots__ = ("_file",)
+
+    def __init__(self, file: str) -> None:
+        self._file = file
+
+    def __getitem__(self, query: str) -> str:
+        return load(self._file)[query]
+
+    def __getattr__(self, query: str) -> str:
+        try:
+            return load(self._file)[query]
+        except KeyError:
+            raise AttributeError(f"sql/queries/{self._file}.sql has no query {query!r}") from None
+
+
+def queries(file: str) -> Queries:
+    return Queries(file)

@@ -122,3 +122,7 @@ WITH kept AS (
 SELECT (SELECT deliveries FROM kept) AS deliveries,
        (SELECT count(*) FROM batch) AS known,
        (SELECT count(*) FROM due) AS woken;
+
+-- approved_age --
+-- Seconds since the batch was approved; NULL while it is not.
+SELECT extract(epoch FROM now() - approved_at)::float8 FROM provider_batches WHERE id = $1;
