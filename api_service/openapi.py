@@ -6,7 +6,7 @@ Every route of routes.py is described here; a test checks that none is missing.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -44,6 +44,8 @@ _PROBLEMS = {
 }
 
 _HEADER = {"schema": {"type": "string"}}
+# A custom `format` (OpenAPI allows any): a cursor is opaque, only what `next_cursor` gave out is accepted.
+CURSOR_FORMAT = "payrun-cursor"
 
 
 def _json(model: str) -> dict[str, Any]:
@@ -69,7 +71,13 @@ _IDEMPOTENCY_KEY = {
     "required": False,
     "description": "1–255 characters. A retry with the same key and request returns the first response (with "
     f"`{idempotency.REPLAYED_HEADER}: true`); the same key with a different request gets 422.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        # printable ASCII; HTTP drops spaces around a header value, so none at either end
+        "pattern": r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
+    },
 }
 _AUTHED = (401, 429, 503)
 _PROCESS_RESPONSES = {
@@ -194,7 +202,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "status",
                     "in": "query",
                     "required": False,
-                    "schema": schemas.ListPayrollsQuery.model_json_schema()["properties"]["status"],
+                    "schema": {"type": "string", "enum": list(get_args(schemas.PayrollStatusName))},
                 },
                 {
                     "name": "limit",
@@ -206,8 +214,15 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "cursor",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "string"},
-                    "description": "`next_cursor` of the previous page.",
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": schemas.CURSOR_MAX_LENGTH,
+                        "pattern": r"^[A-Za-z0-9_-]+$",
+                        "format": CURSOR_FORMAT,
+                    },
+                    "description": "`next_cursor` of the previous page, as it was given (opaque: any other "
+                    "value is a 422 naming `cursor`).",
                 },
             ],  # fmt: skip
             "responses": {

@@ -32,6 +32,7 @@ from shared import errors, payrolls
 
 MAX_ITEMS = 10_000
 MAX_ERRORS = 100
+CURSOR_MAX_LENGTH = 512
 CENT = Decimal("0.01")
 # numeric(14, 2): the largest amount (and payroll total) the database holds.
 MAX_AMOUNT = Decimal("999999999999.99")
@@ -47,6 +48,17 @@ _PHONE_CHARS = re.compile(r"\+?[\d\s-]+", re.ASCII)
 _DIGITS = re.compile(r"\d+", re.ASCII)
 _SEPARATORS = re.compile(r"[\s-]", re.ASCII)
 _KENYAN_MOBILE = re.compile(r"(?:\+?254|0)([17]\d{8})", re.ASCII)
+
+
+# What /openapi.json states for what _plain_text and the whitespace stripping accept: no control characters,
+# and something other than whitespace. (Lone surrogates, refused too, are left out: a surrogate range in a
+# pattern makes schemathesis ignore the pattern.)
+_PLAIN = r"[^\x00-\x1f\x7f]"
+PLAIN_TEXT_PATTERN = rf"^{_PLAIN}*[^\x00-\x1f\x7f\s]{_PLAIN}*$"
+OPTIONAL_TEXT_PATTERN = rf"^{_PLAIN}*$"
+# The Kenyan mobile numbers normalise_msisdn accepts in their plain forms (07.., 01.., 2547.., +2541..): the
+# prefixes phonenumbers holds valid for mobiles. Spaces and dashes, accepted too, are not stated.
+MSISDN_PATTERN = r"^(?:\+?254|0)(?:7\d{2}|1(?:0[0-8]|1\d|2[014]|3[05-9]|4[0-6]|8\d))\d{6}$"
 
 
 def _error(kind: str, message: str) -> PydanticCustomError:
@@ -116,8 +128,9 @@ Amount = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$"},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT), "multipleOf": 0.01},
+                # more than 0, at most 12 digits before the point and 2 after
+                {"type": "string", "pattern": r"^(?:0*[1-9]\d{0,11}(?:\.\d{1,2})?|0*\.(?:0[1-9]|[1-9]\d?))$"},
             ],
             "description": "More than 0, at most two decimal places; MPESA-B2C: whole shillings, 10 to 150000.",
             "examples": ["15000.00", 42000],
@@ -129,16 +142,69 @@ PayrollId = Annotated[uuid.UUID, BeforeValidator(_uuid), WithJsonSchema({"type":
 _REQUEST = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
 
+def _provider_rules(schema: dict[str, Any]) -> None:
+    """What the field validators below check per provider, stated in /openapi.json (if/then)."""
+
+    def when(provider: str, *, absent_too: bool = False) -> dict[str, Any]:
+        test: dict[str, Any] = {"properties": {"provider": {"const": provider}}}
+        if not absent_too:
+            test["required"] = ["provider"]
+        return test
+
+    no_bank_code = {"bank_code": {"enum": [None, ""]}}
+    schema["allOf"] = [
+        {
+            "if": when("MPESA-B2C", absent_too=True),  # the default provider
+            "then": {
+                "properties": {
+                    "account": {"type": "string", "pattern": MSISDN_PATTERN},
+                    "amount": {
+                        "anyOf": [
+                            {"type": "number", "minimum": 10, "maximum": 150000, "multipleOf": 1},
+                            {
+                                "type": "string",
+                                "pattern": r"^0*(?:[1-9]\d{1,4}|1[0-4]\d{4}|150000)(?:\.0{1,2})?$",
+                            },
+                        ]
+                    },
+                    **no_bank_code,
+                }
+            },
+        },
+        {
+            "if": when("PESALINK"),
+            "then": {
+                "required": ["bank_code"],
+                "properties": {
+                    "account": {"type": "string", "pattern": r"^\d+$"},
+                    "bank_code": {
+                        "anyOf": [
+                            {"type": "string", "pattern": r"^\d{1,10}$"},
+                            {"type": "integer", "minimum": 0, "maximum": 9_999_999_999},
+                        ]
+                    },
+                },
+            },
+        },
+        {"if": when("INTASEND"), "then": {"properties": no_bank_code}},
+    ]
+
+
 class PayrollItemIn(BaseModel):
     """One payee. Fields are validated in this order, so `account`, `amount` and `bank_code` see `provider`."""
 
-    model_config = _REQUEST
+    model_config = ConfigDict(**_REQUEST, json_schema_extra=_provider_rules)
 
     provider: Literal["MPESA-B2C", "PESALINK", "INTASEND"] = "MPESA-B2C"
-    name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_plain_text)]
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=100, json_schema_extra={"pattern": PLAIN_TEXT_PATTERN}),
+        AfterValidator(_plain_text),
+    ]
     account: str = Field(
         min_length=1,
         max_length=64,
+        json_schema_extra={"pattern": PLAIN_TEXT_PATTERN},
         description="MPESA-B2C: a Kenyan mobile number in any usual form, stored as 2547XXXXXXXX/2541XXXXXXXX. "
         "PESALINK: the bank account number (digits). INTASEND: the IntaSend account.",
     )
@@ -150,7 +216,14 @@ class PayrollItemIn(BaseModel):
         validate_default=True,
         description="PESALINK only, and required there: the bank's code (digits).",
     )
-    narrative: Annotated[str, Field(max_length=22), AfterValidator(_plain_text)] | None = None
+    narrative: (
+        Annotated[
+            str,
+            Field(max_length=22, json_schema_extra={"pattern": OPTIONAL_TEXT_PATTERN}),
+            AfterValidator(_plain_text),
+        ]
+        | None
+    ) = None
 
     @field_validator("account")
     @classmethod
@@ -196,9 +269,11 @@ class CreatePayrollIn(BaseModel):
 
     model_config = _REQUEST
 
-    reference: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_plain_text)] = Field(
-        description="Unique per employer."
-    )
+    reference: Annotated[
+        str,
+        Field(min_length=1, max_length=100, json_schema_extra={"pattern": PLAIN_TEXT_PATTERN}),
+        AfterValidator(_plain_text),
+    ] = Field(description="Unique per employer.")
     currency: Literal["KES"]
     items: list[PayrollItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
 
@@ -248,7 +323,7 @@ class ListPayrollsQuery(BaseModel):
     ) = None
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(
-        None, min_length=1, max_length=512, description="`next_cursor` of the last page."
+        None, min_length=1, max_length=CURSOR_MAX_LENGTH, description="`next_cursor` of the last page."
     )
 
 
