@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from shared import sqlfiles
+from shared import db, sqlfiles
 from shared.outbox import RowStatus
 
 OUTBOX_ROWS = Gauge(
@@ -70,6 +70,6 @@ async def exposition(pool: asyncpg.Pool | None) -> tuple[bytes, str]:
     if pool is not None:
         try:
             await refresh_backlog(pool)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except db.TRANSIENT_ERRORS:
             pass  # the process metrics are still worth serving while the database is away
     return generate_latest(), CONTENT_TYPE_LATEST
