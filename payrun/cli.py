@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import uuid
 
 from shared import logging as payrun_logging
 from shared.errors import PayrunError
@@ -24,6 +25,16 @@ def _parser() -> argparse.ArgumentParser:
     employer_sub = employer.add_subparsers(dest="employer_command", required=True, metavar="ACTION")
     create = employer_sub.add_parser("create", help="create an employer and print its API key once")
     create.add_argument("--name", required=True)
+    create.add_argument(
+        "--wallet-id", help="the employer's own IntaSend wallet (default: INTASEND_WALLET_ID)"
+    )
+    set_wallet = employer_sub.add_parser(
+        "set-wallet", help="change the IntaSend wallet an employer's next payrolls are paid from"
+    )
+    set_wallet.add_argument("--employer", required=True, metavar="ID", help="the employer's id")
+    which = set_wallet.add_mutually_exclusive_group(required=True)
+    which.add_argument("--wallet-id", help="the employer's own IntaSend wallet")
+    which.add_argument("--clear", action="store_true", help="back to the default wallet (INTASEND_WALLET_ID)")
     sub.add_parser(
         "sim", help="serve the bundled IntaSend simulator (see `payrun sim --help`)", add_help=False
     )
@@ -46,16 +57,46 @@ async def _migrate(settings: Settings) -> None:
     )
 
 
-async def _create_employer(settings: Settings, name: str) -> None:
+async def _create_employer(settings: Settings, name: str, wallet_id: str | None) -> None:
     from shared import db, employers, migrate
 
     conn = await db.connect(settings.require_database_url())
     try:
         await migrate.ensure_current(conn)
-        created = await employers.create(conn, name)
+        created = await employers.create(conn, name, wallet_id)
     finally:
         await conn.close()
     print(json.dumps(created))
+
+
+async def _set_wallet(settings: Settings, employer_id: uuid.UUID, wallet_id: str | None) -> None:
+    from shared import db, employers, migrate
+
+    conn = await db.connect(settings.require_database_url())
+    try:
+        await migrate.ensure_current(conn)
+        changed = await employers.set_wallet(conn, employer_id, wallet_id)
+    finally:
+        await conn.close()
+    print(json.dumps(changed))
+
+
+def _employer(args: argparse.Namespace, settings: Settings) -> None:
+    from shared import employers
+
+    if args.employer_command == "create":
+        name = args.name.strip()
+        if not name:
+            raise PayrunError("--name must not be empty")
+        wallet_id = None if args.wallet_id is None else employers.check_wallet_id(args.wallet_id)
+        asyncio.run(_create_employer(settings, name, wallet_id))
+    elif args.employer_command == "set-wallet":
+        try:
+            employer_id = uuid.UUID(args.employer.strip())
+        except ValueError:
+            raise PayrunError(f"--employer {args.employer!r} is not an employer id (a UUID)") from None
+        wallet_id = None if args.clear else employers.check_wallet_id(args.wallet_id)
+        asyncio.run(_set_wallet(settings, employer_id, wallet_id))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,10 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "migrate":
             asyncio.run(_migrate(settings))
         elif args.command == "employer":
-            name = args.name.strip()
-            if not name:
-                raise PayrunError("--name must not be empty")
-            asyncio.run(_create_employer(settings, name))
+            _employer(args, settings)
         elif args.command == "api":
             from api_service.__main__ import serve
 
@@ -89,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
 
             run_dev(settings)
     except PayrunError as exc:
-        print(f"payrun {args.command}: {exc}", file=sys.stderr)
+        what = f"{args.command} {args.employer_command}" if args.command == "employer" else args.command
+        print(f"payrun {what}: {exc}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:  # connection refused, unknown host, socket missing
         print(f"payrun {args.command}: cannot reach the database: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIM_KEY = "ISSecretKey_test_payrun_simulator"
 
 
-async def _prepare(dsn: str) -> dict[str, str]:
+async def _prepare(dsn: str) -> employers.NewEmployer:
     conn = await db.connect(dsn)
     try:
         await migrate.apply(conn)
