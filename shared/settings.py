@@ -1,32 +1,21 @@
 """Configuration, read once from the environment into a frozen object.
 
 Only the names of docs/configuration.md (including a few payrun-specific knobs with safe defaults) are read, and
-nothing else in payrun reads ``os.environ``. A bad value fails with an error that names the variable.
+nothing else in payrun reads ``os.environ`` (shared/envconfig.py reads it for this class and the simulator's).
+Each variable, its parser and its default are written once, on its field. A bad value fails with an error that
+names the variable.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.envconfig import from_environ, setting
 from shared.errors import ConfigError
 
-T = TypeVar("T")
-
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def _read(environ: Mapping[str, str], name: str, cast: Callable[[str], T], default: T) -> T:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return cast(raw.strip())
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
 
 
 def _positive_int(raw: str) -> int:
@@ -75,64 +64,36 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    database_url: str | None = None
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    api_workers: int = 1
-    api_key_rate: float = 50.0
-    api_key_burst: int = 100
-    api_db_acquire_timeout_s: float = 2.0
-    api_auth_failure_rate: float = 20.0
-    api_auth_failure_burst: int = 100
-    intasend_base_url: str = "https://sandbox.intasend.com"
-    intasend_secret_key: str | None = field(default=None, repr=False)
-    intasend_max_rps: float = 5.0
-    intasend_timeout_s: float = 30.0
-    intasend_batch_size: int = 500
-    intasend_wallet_id: str | None = None
-    intasend_callback_url: str | None = None
-    intasend_webhook_challenge: str | None = field(default=None, repr=False)
-    dispatcher_concurrency: int = 32
-    dispatcher_lease_s: float = 30.0
-    dispatcher_metrics_port: int | None = None
-    dispatcher_grace_s: float = 20.0
-    dispatcher_max_errors: int = 12
-    sim_host: str = "127.0.0.1"
-    sim_port: int = 8900
-    log_level: str = "info"
-    log_format: str = "json"
+    database_url: str | None = setting("DATABASE_URL", _database_url, None)
+    api_host: str = setting("API_HOST", str, "127.0.0.1")
+    api_port: int = setting("API_PORT", _port, 8000)
+    api_workers: int = setting("API_WORKERS", _positive_int, 1)
+    api_key_rate: float = setting("API_KEY_RATE", _positive_float, 50.0)
+    api_key_burst: int = setting("API_KEY_BURST", _positive_int, 100)
+    api_db_acquire_timeout_s: float = setting("API_DB_ACQUIRE_TIMEOUT_S", _positive_float, 2.0)
+    api_auth_failure_rate: float = setting("API_AUTH_FAILURE_RATE", _positive_float, 20.0)
+    api_auth_failure_burst: int = setting("API_AUTH_FAILURE_BURST", _positive_int, 100)
+    intasend_base_url: str = setting("INTASEND_BASE_URL", _base_url, "https://sandbox.intasend.com")
+    intasend_secret_key: str | None = setting("INTASEND_SECRET_KEY", str, None, repr=False)
+    intasend_max_rps: float = setting("INTASEND_MAX_RPS", _positive_float, 5.0)
+    intasend_timeout_s: float = setting("INTASEND_TIMEOUT_S", _positive_float, 30.0)
+    intasend_batch_size: int = setting("INTASEND_BATCH_SIZE", _positive_int, 500)
+    intasend_wallet_id: str | None = setting("INTASEND_WALLET_ID", str, None)
+    intasend_callback_url: str | None = setting("INTASEND_CALLBACK_URL", str, None)
+    intasend_webhook_challenge: str | None = setting("INTASEND_WEBHOOK_CHALLENGE", str, None, repr=False)
+    dispatcher_concurrency: int = setting("DISPATCHER_CONCURRENCY", _positive_int, 32)
+    dispatcher_lease_s: float = setting("DISPATCHER_LEASE_S", _positive_float, 30.0)
+    dispatcher_metrics_port: int | None = setting("DISPATCHER_METRICS_PORT", _port, None)
+    dispatcher_grace_s: float = setting("DISPATCHER_GRACE_S", _positive_float, 20.0)
+    dispatcher_max_errors: int = setting("DISPATCHER_MAX_ERRORS", _positive_int, 12)
+    sim_host: str = setting("SIM_HOST", str, "127.0.0.1")
+    sim_port: int = setting("SIM_PORT", _port, 8900)
+    log_level: str = setting("LOG_LEVEL", _choice(*LOG_LEVELS), "info")
+    log_format: str = setting("LOG_FORMAT", _choice("json", "console"), "json")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        return cls(
-            database_url=_read(env, "DATABASE_URL", _database_url, None),
-            api_host=_read(env, "API_HOST", str, "127.0.0.1"),
-            api_port=_read(env, "API_PORT", _port, 8000),
-            api_workers=_read(env, "API_WORKERS", _positive_int, 1),
-            api_key_rate=_read(env, "API_KEY_RATE", _positive_float, 50.0),
-            api_key_burst=_read(env, "API_KEY_BURST", _positive_int, 100),
-            api_db_acquire_timeout_s=_read(env, "API_DB_ACQUIRE_TIMEOUT_S", _positive_float, 2.0),
-            api_auth_failure_rate=_read(env, "API_AUTH_FAILURE_RATE", _positive_float, 20.0),
-            api_auth_failure_burst=_read(env, "API_AUTH_FAILURE_BURST", _positive_int, 100),
-            intasend_base_url=_read(env, "INTASEND_BASE_URL", _base_url, "https://sandbox.intasend.com"),
-            intasend_secret_key=_read(env, "INTASEND_SECRET_KEY", str, None),
-            intasend_max_rps=_read(env, "INTASEND_MAX_RPS", _positive_float, 5.0),
-            intasend_timeout_s=_read(env, "INTASEND_TIMEOUT_S", _positive_float, 30.0),
-            intasend_batch_size=_read(env, "INTASEND_BATCH_SIZE", _positive_int, 500),
-            intasend_wallet_id=_read(env, "INTASEND_WALLET_ID", str, None),
-            intasend_callback_url=_read(env, "INTASEND_CALLBACK_URL", str, None),
-            intasend_webhook_challenge=_read(env, "INTASEND_WEBHOOK_CHALLENGE", str, None),
-            dispatcher_concurrency=_read(env, "DISPATCHER_CONCURRENCY", _positive_int, 32),
-            dispatcher_lease_s=_read(env, "DISPATCHER_LEASE_S", _positive_float, 30.0),
-            dispatcher_metrics_port=_read(env, "DISPATCHER_METRICS_PORT", _port, None),
-            dispatcher_grace_s=_read(env, "DISPATCHER_GRACE_S", _positive_float, 20.0),
-            dispatcher_max_errors=_read(env, "DISPATCHER_MAX_ERRORS", _positive_int, 12),
-            sim_host=_read(env, "SIM_HOST", str, "127.0.0.1"),
-            sim_port=_read(env, "SIM_PORT", _port, 8900),
-            log_level=_read(env, "LOG_LEVEL", _choice(*LOG_LEVELS), "info"),
-            log_format=_read(env, "LOG_FORMAT", _choice("json", "console"), "json"),
-        )
+        return from_environ(cls, environ, ConfigError)
 
     def require_database_url(self) -> str:
         if not self.database_url:
