@@ -24,7 +24,14 @@ from simulator.config import SimConfig
 from simulator.ledger import CONFIRMING, SimState
 from simulator.ratelimit import SlidingWindow
 from simulator.stats import Stats
-from simulator.validation import FieldError, ValidationFailed, expect_object, require_str, validate_initiate
+from simulator.validation import (
+    FieldError,
+    ValidationFailed,
+    expect_object,
+    require_str,
+    validate_initiate,
+    wallet_known,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LogFn = Callable[[dict[str, Any]], None]
@@ -196,7 +203,9 @@ def _throttled(config: SimConfig, retry_after: str) -> web.Response:
 # IntaSend routes --------------------------------------------------------------------------------------------
 async def initiate(request: web.Request) -> web.Response:
     sim = _sim(request)
-    parsed = validate_initiate(await _body(request), sim.state.wallet_id, sim.config.invalid_accounts)
+    parsed = validate_initiate(
+        await _body(request), sim.state.wallet_id, sim.config.invalid_accounts, sim.config.wallets
+    )
     batch = sim.state.create(parsed)
     # With requires_approval "NO" the batch is approved at once, and IntaSend answers "Confirming balance".
     state = CONFIRMING if not parsed.requires_approval else None
@@ -232,14 +241,17 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def wallets(request: web.Request) -> web.Response:
-    return web.json_response([_sim(request).state.wallet_view()])
+    sim = _sim(request)
+    listed = sorted(sim.config.wallets - {"*", sim.state.wallet_id})
+    return web.json_response([sim.state.wallet_view()] + [sim.state.wallet_view(w) for w in listed])
 
 
 async def wallet(request: web.Request) -> web.Response:
-    state = _sim(request).state
-    if request.match_info["wallet_id"] != state.wallet_id:
+    sim = _sim(request)
+    wallet_id = request.match_info["wallet_id"]
+    if not wallet_known(wallet_id, sim.state.wallet_id, sim.config.wallets):
         return web.json_response(NOT_FOUND, status=404)
-    return web.json_response(state.wallet_view())
+    return web.json_response(sim.state.wallet_view(wallet_id))
 
 
 # Inspection routes (no auth; never part of IntaSend's API) ---------------------------------------------------

@@ -180,6 +180,17 @@ class SimConfig:
         Decimal("1000000000.00"),
         meaning="opening wallet balance in KES; a batch it cannot cover fails BF105",
     )
+    wallets: frozenset[str] = setting(
+        "SIM_WALLETS",
+        _accounts,
+        frozenset(),
+        meaning=(
+            "comma list of wallet ids initiate accepts as wallet_id besides the default SIMWLT1 (per-employer"
+            " WORKING wallets), or * for any id; all draw on the one SIM_BALANCE, and the ledger records"
+            " the wallet each payment named"
+        ),
+        shown="(none)",
+    )
     processing_s: float = setting(
         "SIM_PROCESSING_S",
         _non_negative_float,

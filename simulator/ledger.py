@@ -103,6 +103,7 @@ class Batch:
     nonce: str
     batch_reference: str | None
     callback_url: str | None
+    wallet_id: str  # the initiate's wallet_id, or the default wallet when it named none
     items: list[Item]
     created_at: datetime
     updated_at: datetime
@@ -126,6 +127,7 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     tracking_id: str
+    wallet_id: str  # the wallet the batch named (every wallet draws on the one SIM_BALANCE)
     request_reference_id: str
     account: str
     amount: Decimal
@@ -138,6 +140,7 @@ class LedgerEntry:
     def view(self) -> dict[str, Any]:
         return {
             "tracking_id": self.tracking_id,
+            "wallet_id": self.wallet_id,
             "request_reference_id": self.request_reference_id,
             "account": self.account,
             "amount": money(self.amount),
@@ -200,6 +203,7 @@ class SimState:
             nonce=self._code(6, string.ascii_lowercase + string.digits),
             batch_reference=request.batch_reference,
             callback_url=request.callback_url,
+            wallet_id=request.wallet_id or self.wallet_id,
             items=[
                 Item(
                     request_reference_id=self._uuid(),
@@ -320,6 +324,7 @@ class SimState:
             self.wallet_updated = done
         entry = LedgerEntry(
             tracking_id=batch.tracking_id,
+            wallet_id=batch.wallet_id,
             request_reference_id=item.request_reference_id,
             account=item.account,
             amount=item.amount,
@@ -340,13 +345,15 @@ class SimState:
         return PREVIEW if lagging else batch.state()
 
     # views -------------------------------------------------------------------------------------------
-    def wallet_view(self) -> dict[str, Any]:
+    def wallet_view(self, wallet_id: str | None = None) -> dict[str, Any]:
+        """The default SETTLEMENT wallet, or a WORKING wallet (SIM_WALLETS) sharing its balance."""
+        default = wallet_id is None or wallet_id == self.wallet_id
         return {
-            "wallet_id": self.wallet_id,
-            "label": "default",
+            "wallet_id": self.wallet_id if default else wallet_id,
+            "label": "default" if default else wallet_id,
             "can_disburse": True,
             "currency": "KES",
-            "wallet_type": "SETTLEMENT",
+            "wallet_type": "SETTLEMENT" if default else "WORKING",
             "current_balance": money(self.balance),
             "available_balance": money(self.balance - self.reserved),
             "updated_at": stamp(self.wallet_updated),
@@ -364,7 +371,7 @@ class SimState:
             "status": status,
             "status_code": code,
             "nonce": batch.nonce,
-            "wallet": self.wallet_view(),
+            "wallet": self.wallet_view(batch.wallet_id),
             "transactions": [i.view() for i in batch.items],
             # Numbers, not strings, as in docs/intasend.md's examples (`"charge_estimate": 50.0`,
             # `"failed_amount": 0.0`): a client must take both forms, and store and echo floats.

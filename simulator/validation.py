@@ -207,11 +207,20 @@ def expect_object(body: Any) -> dict[str, Any]:
     return body
 
 
+def wallet_known(wallet_id: str, default: str, wallets: frozenset[str]) -> bool:
+    """The default wallet, one of `wallets` (SIM_WALLETS), or any non-empty id when `wallets` holds "*"."""
+    return wallet_id == default or wallet_id in wallets or ("*" in wallets and bool(wallet_id.strip()))
+
+
 def validate_initiate(
-    body: Any, wallet_id: str, invalid_accounts: frozenset[str] = frozenset()
+    body: Any,
+    wallet_id: str,
+    invalid_accounts: frozenset[str] = frozenset(),
+    wallets: frozenset[str] = frozenset(),
 ) -> InitiateRequest:
     """Check an initiate body; raise :class:`ValidationFailed` listing every problem. `invalid_accounts`
-    (SIM_INVALID_ACCOUNTS) are refused as numbers IntaSend does not accept."""
+    (SIM_INVALID_ACCOUNTS) are refused as numbers IntaSend does not accept. A `wallet_id` must be the
+    default `wallet_id` or one of `wallets` (SIM_WALLETS: per-employer wallets; "*": any id)."""
     data = expect_object(body)
     errors: list[FieldError] = []
     provider = _choice(errors, data, "provider", "provider", PROVIDERS)
@@ -223,7 +232,7 @@ def validate_initiate(
     callback_url = _optional_str(errors, data, "callback_url", "callback_url")
     batch_reference = _optional_str(errors, data, "batch_reference", "batch_reference")
     wallet = data.get("wallet_id")
-    if wallet is not None and wallet != wallet_id:
+    if wallet is not None and not (isinstance(wallet, str) and wallet_known(wallet, wallet_id, wallets)):
         errors.append(FieldError("invalid", f"Wallet {wallet!r} not found or cannot disburse.", "wallet_id"))
     items: list[ItemRequest] = []
     if "transactions" not in data:

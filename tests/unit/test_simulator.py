@@ -58,13 +58,15 @@ async def make_client() -> AsyncIterator[MakeClient]:
         await client.close()
 
 
-def payload(*items: dict[str, Any], provider: str = "MPESA-B2C", approval: str = "YES") -> dict[str, Any]:
+def payload(
+    *items: dict[str, Any], provider: str = "MPESA-B2C", approval: str = "YES", wallet_id: str | None = None
+) -> dict[str, Any]:
     return {
         "provider": provider,
         "currency": "KES",
         "requires_approval": approval,
         "callback_url": None,
-        "wallet_id": None,
+        "wallet_id": wallet_id,
         "transactions": list(items)
         or [{"name": "Jane Doe", "account": "254712345678", "amount": 38, "narrative": "Salary Nov"}],
     }
@@ -490,6 +492,37 @@ async def test_invalid_accounts_are_refused_at_initiate_by_name(make_client: Mak
     assert (await get_json(client, "/sim/stats"))["batches"] == 0
 
 
+async def test_wallets_listed_in_sim_wallets_are_accepted_and_recorded(make_client: MakeClient) -> None:
+    client = await make_client(wallets=frozenset({"WLTA1", "WLTB2"}))
+    own = await initiate(client, {"account": "254712345678", "amount": 10}, wallet_id="WLTA1")
+    default = await initiate(client, {"account": "254712345679", "amount": 20})  # wallet_id null
+    assert own["wallet"]["wallet_id"] == "WLTA1" and own["wallet"]["wallet_type"] == "WORKING"
+    assert default["wallet"]["wallet_id"] == "SIMWLT1" and default["wallet"]["wallet_type"] == "SETTLEMENT"
+    for batch in (own, default):
+        assert (await post(client, APPROVE, batch))[0] == 200
+        await wait_final(client, batch["tracking_id"])
+    ledger = await get_json(client, "/sim/ledger")
+    assert {(p["account"], p["wallet_id"]) for p in ledger["payments"]} == {
+        ("254712345678", "WLTA1"),
+        ("254712345679", "SIMWLT1"),
+    }
+    status, body = await post(client, INITIATE, payload() | {"wallet_id": "NOTMINE"})
+    assert status == 400 and [e["attr"] for e in body["errors"]] == ["wallet_id"]
+    resp = await client.get(WALLETS, headers=AUTH)
+    assert [w["wallet_id"] for w in await resp.json()] == ["SIMWLT1", "WLTA1", "WLTB2"]
+    assert (await client.get(f"{WALLETS}WLTB2", headers=AUTH)).status == 200
+    assert (await client.get(f"{WALLETS}NOTMINE", headers=AUTH)).status == 404
+
+
+async def test_sim_wallets_star_accepts_any_wallet_id(make_client: MakeClient) -> None:
+    client = await make_client(wallets=frozenset({"*"}))
+    batch = await initiate(client, wallet_id="ANYTHING9")
+    assert batch["wallet"]["wallet_id"] == "ANYTHING9"
+    for wrong in ("", 42):
+        status, body = await post(client, INITIATE, payload() | {"wallet_id": wrong})
+        assert status == 400 and [e["attr"] for e in body["errors"]] == ["wallet_id"]
+
+
 async def test_status_can_lag_behind_an_approval(make_client: MakeClient) -> None:
     clock = FakeClock()
     client = await make_client(clock=clock, status_lag_s=2.0)
@@ -570,8 +603,10 @@ def test_config_from_env() -> None:
             "SIM_SEED": "42",
             "SIM_PROCESSING_S": "0",
             "SIM_SECOND_APPROVE_PAYS": "1",
+            "SIM_WALLETS": "WLTA1, WLTB2",
         }
     )
+    assert config.wallets == {"WLTA1", "WLTB2"} and SimConfig().wallets == frozenset()
     assert config.port == 0 and config.max_rps == 0 and config.retry_after is False
     assert config.fail_accounts == {"254700000001", "2547000002"}
     assert config.fault_endpoints == {"approve", "status"}
@@ -621,6 +656,7 @@ def test_help_lists_every_variable() -> None:
         "SIM_PROCESSING_S",
         "SIM_SEED",
         "SIM_FAULT_ENDPOINTS",
+        "SIM_WALLETS",
     }
     assert {name for name, _, _ in ENV_VARS} == expected
     for name in expected:
