@@ -6,11 +6,12 @@
   keys from others never slow down a key this process has seen.
 - A key refused in the last `REFUSED_TTL_S` seconds is refused again (401) without a query. Keys are random
   256-bit tokens, so a refused key does not become valid unless an operator stores that very hash.
-- Any other key costs one query, and takes a token from its client address's bucket and from the process's
-  bucket first; a lookup that finds an employer gives both back. So unknown keys cost at most
-  `API_AUTH_FAILURE_RATE` queries per second (burst `API_AUTH_FAILURE_BURST`) per process, one address at most
-  a tenth of that, and past it the answer is 429 with Retry-After. Concurrent lookups of one key share one
-  query.
+- Any other key costs one query, allowed only while its client address's bucket and the process's bucket
+  both have a token; a key that turns out unknown then spends a token from each (a valid key spends none,
+  so a hundred clerks' first requests of the month from one payroll backend all go through). So unknown
+  keys cost at most `API_AUTH_FAILURE_RATE` queries per second (burst `API_AUTH_FAILURE_BURST`, plus the
+  lookups already under way) per process, one address at most a tenth of that, and past it the answer is
+  429 with Retry-After. Concurrent lookups of one key share one query.
 
 All of it lives in this process's memory, bounded in size (least recently used entries are forgotten).
 """
@@ -68,11 +69,6 @@ class _Recent(Generic[V]):
             self._entries.popitem(last=False)
 
 
-def _give_back(buckets: list[Bucket]) -> None:
-    for bucket in buckets:
-        bucket.give_back()
-
-
 class KeyBook:
     def __init__(
         self, *, failure_rate: float, failure_burst: int, clock: Callable[[], float] = time.monotonic
@@ -120,39 +116,37 @@ class KeyBook:
                 return pending.result()
         return await self._look_up(pool, api_key, key_hash, client)  # alone, or the shared one failed
 
-    def _spend(self, client: str | None) -> list[Bucket]:
-        """A token from the client's bucket and the process's (none for a known key), or TooManyUnknownKeys."""
+    def _budget(self, client: str | None) -> list[Bucket]:
+        """The buckets an unknown key will be charged to (none for a key known to be valid a moment ago), or
+        TooManyUnknownKeys when either is empty."""
         if client is None:
             return []
-        taken: list[Bucket] = []
-        for bucket in (self._client(client), self._process):
-            wait = bucket.take()
-            if wait:
-                _give_back(taken)
-                raise TooManyUnknownKeys(retry_after_s=wait)
-            taken.append(bucket)
-        return taken
+        buckets = [self._client(client), self._process]
+        wait = max(bucket.wait_s() for bucket in buckets)
+        if wait:
+            raise TooManyUnknownKeys(retry_after_s=wait)
+        return buckets
 
     async def _look_up(
         self, pool: asyncpg.Pool, api_key: str, key_hash: bytes, client: str | None
     ) -> employers.Employer | None:
         """One query (the key's client address None: a key known to be valid a moment ago, no budget)."""
-        taken = self._spend(client)
+        budget = self._budget(client)
         future: asyncio.Future[employers.Employer | None] = asyncio.get_running_loop().create_future()
         self._in_flight[key_hash] = future
         try:
             found = await employers.by_api_key(pool, api_key)
         except BaseException:
-            future.cancel()
-            _give_back(taken)  # the database failed (or the request went away), not the key
+            future.cancel()  # the database failed (or the request went away), not the key: nothing spent
             raise
         finally:
             del self._in_flight[key_hash]
         if found is None:
+            for bucket in budget:  # only unknown keys spend the budget
+                bucket.charge()
             self._known.pop(key_hash)
             self._refused.put(key_hash, True)
         else:
-            _give_back(taken)  # only unknown keys spend the budget
             self._known.put(key_hash, (self._clock() + VALID_TTL_S, found))
         future.set_result(found)
         return found

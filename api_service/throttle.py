@@ -51,7 +51,7 @@ class KeyThrottle:
 
 class Bucket:
     """A token bucket that never waits: `take()` spends a token (0.0) or says how many seconds until one is
-    free; `give_back()` returns a token taken for work that turned out not to count."""
+    free; `wait_s()` says it without spending; `charge()` spends one for work already done."""
 
     def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self._clock = rate, burst, clock
@@ -69,6 +69,12 @@ class Bucket:
             return 0.0
         return (1 - self._tokens) / self.rate
 
-    def give_back(self) -> None:
+    def wait_s(self) -> float:
+        """Seconds until a token is free (0.0: one is free now), without spending it."""
         self._refill()
-        self._tokens = min(self.burst, self._tokens + 1)
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+
+    def charge(self) -> None:
+        """Spend a token for work already done, into debt if none is left (at most one burst deep)."""
+        self._refill()
+        self._tokens = max(-self.burst, self._tokens - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -108,3 +109,15 @@ async def test_a_flood_of_unknown_keys_is_429_with_retry_after_and_valid_keys_go
     assert int(throttled.headers["retry-after"]) >= 1
     assert valid == [200] * 20
     assert len(lookups) == 1 + 3  # the valid key once, then three unknown keys; the rest cost no query
+
+
+async def test_many_first_requests_with_valid_keys_from_one_address_are_never_throttled(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """Month end: a payroll backend sends the first request of the month for 30 employers at once, from
+    one address whose share of the unknown-key budget is 3. Valid keys spend none of it."""
+    keys = [(await api.employer(pool, f"E{n}"))["api_key"] for n in range(30)]
+    s = api.settings(database_url, api_auth_failure_rate=0.1, api_auth_failure_burst=30)
+    async with api.client(s, pool) as c:
+        answers = await asyncio.gather(*(c.get("/payrolls", headers=api.auth(k)) for k in keys))
+    assert [r.status_code for r in answers] == [200] * 30
