@@ -23,7 +23,7 @@ from bench import host, postgres, registry, stats
 from shared import logging as payrun_logging
 from testkit.stack import ROOT
 
-BENCHES = ("burst", "hundred_users", "scale", "throughput", "resources")
+BENCHES = ("burst", "hundred_users", "scale", "throughput", "resources", "coalescing")
 
 
 def _parser() -> argparse.ArgumentParser:
