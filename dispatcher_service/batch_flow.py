@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import random
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -74,22 +75,44 @@ class BatchFlow:
         row: outbox.Claimed,
         lease: Lease,
         stopping: asyncio.Event | None = None,
+        on_formed: Callable[[], None] | None = None,
     ) -> None:
         self.pool, self.provider, self.caller, self.settings = pool, provider, caller, settings
         self.worker, self.row, self.lease = worker, row, lease
         self.stopping = stopping or asyncio.Event()
-        self.item_ids: list[int] = [int(i) for i in row.payload["item_ids"]]
+        # The rows this row's provider batch carries besides its own (gathered before initiate).
+        self.carried: list[outbox.Carried] = []
+        # Until its batch is initiated the flow may still gather rows: the dispatcher claims few such flows
+        # at a time, so that rows waiting for the rate limit wait as rows, to be gathered into one batch.
+        self.forming = True
+        self._on_formed = on_formed
         self.log = log.bind(outbox_id=row.id, payroll_id=str(row.payroll_id), attempt=row.attempts)
+
+    @property
+    def item_ids(self) -> list[int]:
+        own = [int(i) for i in self.row.payload["item_ids"]]
+        return own + [i for c in self.carried for i in c.item_ids]
+
+    def _formed(self) -> None:
+        if self.forming:
+            self.forming = False
+            if self._on_formed is not None:
+                self._on_formed()
 
     async def run(self) -> None:
         try:
+            self.carried = await outbox.carried_rows(self.pool, self.row.id)
             stored = await batches.for_row(self.pool, self.row.id)
             if stored is None:
                 if await self._hand_back_if_stopping("initiate"):
                     return
-                stored = await self._initiate()
+                try:
+                    stored = await self._initiate()
+                finally:
+                    self._formed()
                 if stored is None:
                     return
+            self._formed()
             self.log = self.log.bind(tracking_id=stored.tracking_id)
             if stored.stage == Stage.INITIATED:
                 if await self._hand_back_if_stopping("approve") or not await self._approve(
@@ -116,12 +139,26 @@ class BatchFlow:
     # -- step 1 and 2: initiate, then persist before anything else -------------------------------------
 
     async def _initiate(self) -> batches.StoredBatch | None:
+        provider_name = self.row.payload["provider"]
+        currency = self.row.payload.get("currency", "KES")
+        wallet_id = self.row.payload.get("wallet_id")
+        # Rows that wait anyway (the rate limit is busy, or they came in together) go out in one batch.
+        gathered = await batches.gather(
+            self.pool,
+            self.row,
+            provider=provider_name,
+            currency=currency,
+            wallet_id=wallet_id,
+            room=self.settings.intasend_batch_size - len(self.item_ids),
+        )
+        if gathered:
+            self.carried += gathered
+            self.log.info("rows_gathered", rows=len(gathered), carried=len(self.carried))
         # Items refused one by one on an earlier initiate of this row are FAILED already: never sent again.
         items = [i for i in await batches.items(self.pool, self.item_ids) if i.status == ItemStatus.PENDING]
-        provider_name = self.row.payload["provider"]
         for refusals in range(MAX_ITEM_REFUSALS + 1):
             if not items:
-                final = await batches.settle(self.pool, self.row, [], batch_id=None)
+                final = await batches.settle(self.pool, self.row, [], batch_id=None, carried=self.carried)
                 self.log.warning("batch_no_item_left", payroll_status=final)
                 return None
             transactions = [_transaction(i) for i in items]
@@ -131,11 +168,11 @@ class BatchFlow:
                     functools.partial(
                         self.provider.initiate,
                         provider=provider_name,
-                        currency=self.row.payload.get("currency", "KES"),
+                        currency=currency,
                         transactions=transactions,
                         requires_approval="YES",
                         callback_url=self.settings.intasend_callback_url,
-                        wallet_id=self.settings.intasend_wallet_id,
+                        wallet_id=wallet_id or self.settings.intasend_wallet_id,
                     ),
                     retry_ambiguous=True,
                     lease=self.lease,
@@ -182,7 +219,9 @@ class BatchFlow:
             refs=refs,
         )
         await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "ok", batch.tracking_id)
-        self.log.info("batch_initiated", tracking_id=batch.tracking_id, items=len(items))
+        self.log.info(
+            "batch_initiated", tracking_id=batch.tracking_id, items=len(items), rows=1 + len(self.carried)
+        )
         return stored
 
     # -- step 3: approve exactly the persisted batch -------------------------------------------------
@@ -200,7 +239,7 @@ class BatchFlow:
                 self.pool, self.row, self.worker, "approve", type(exc).__name__, str(exc)
             )
             return await self._resolve_approving(stored, approve_error=exc, first_approve=first)
-        await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVED)
+        await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVED, self.carried)
         await batches.log_attempt(self.pool, self.row, self.worker, "approve", "ok", stored.tracking_id)
         self.log.info("batch_approved")
         return True
@@ -226,7 +265,7 @@ class BatchFlow:
             return False
         await batches.record_poll(self.pool, self.row, stored.id, batch.raw, batch.status_code)
         if not outcomes.awaiting_approval(batch):
-            await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVED)
+            await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVED, self.carried)
             self.log.info("batch_approval_confirmed", status_code=batch.status_code)
             return True
         refused = isinstance(approve_error, ProviderRejected) and approve_error.status not in AUTH_STATUSES
@@ -281,7 +320,9 @@ class BatchFlow:
             await batches.record_poll(self.pool, self.row, stored.id, batch.raw, batch.status_code)
             reading = outcomes.read_status(batch, items)
             if reading.final:
-                final = await batches.settle(self.pool, self.row, reading.outcomes, batch_id=stored.id)
+                final = await batches.settle(
+                    self.pool, self.row, reading.outcomes, batch_id=stored.id, carried=self.carried
+                )
                 counts: dict[str, int] = {}
                 for o in reading.outcomes:
                     counts[o.status] = counts.get(o.status, 0) + 1
@@ -297,7 +338,13 @@ class BatchFlow:
                     for i in items
                     if i.id not in settled
                 ]
-                await batches.settle(self.pool, self.row, list(reading.outcomes) + rest, batch_id=stored.id)
+                await batches.settle(
+                    self.pool,
+                    self.row,
+                    list(reading.outcomes) + rest,
+                    batch_id=stored.id,
+                    carried=self.carried,
+                )
                 self.log.warning("batch_needs_review", reason=reason)
                 return
             delay = poll_delay(polls)
@@ -327,6 +374,7 @@ class BatchFlow:
             batch_id=batch_id,
             batch_stage=Stage.REJECTED,
             row_status=RowStatus.DONE,
+            carried=self.carried,
         )
 
     async def _retry_later(self, error: str) -> None:
@@ -363,6 +411,7 @@ class BatchFlow:
             batch_id=stored.id if stored else None,
             batch_stage=Stage.FINISHED if may_have_moved else Stage.REJECTED,
             row_status=RowStatus.DEAD,
+            carried=self.carried,
         )
         self.log.error("batch_dead", reason=reason, items_status=status, payroll_status=final)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -39,6 +40,7 @@ IDLE_MAX_SLEEP_S = 30.0
 # limit, not the claim, decides when payouts leave.
 WAKE_COALESCE_S = 0.2
 DB_RETRY_MAX_S = 10.0
+FORMING_SHARE_S = 0.2
 
 
 def worker_id() -> str:
@@ -62,6 +64,12 @@ class Dispatcher:
         self._notified = False  # woken by the API's NOTIFY (new rows), not by a flow that ended
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._leases: dict[int, Lease] = {}
+        self._flows: dict[int, BatchFlow] = {}
+        # Flows still forming their batch (before initiate) claimed at once: about a fifth of a second of the
+        # provider's limit. Rows beyond wait as rows and are gathered into the batches of the next flows.
+        self._forming_max = max(
+            1, min(settings.dispatcher_concurrency, math.ceil(settings.intasend_max_rps * FORMING_SHARE_S))
+        )
         self._stopping = asyncio.Event()
         self.log = log.bind(dispatcher=self.worker)
 
@@ -90,7 +98,10 @@ class Dispatcher:
         db_failures = 0
         while not stop.is_set():
             self._wake.clear()
-            free = self.settings.dispatcher_concurrency - len(self._tasks)
+            free = min(
+                self.settings.dispatcher_concurrency - len(self._tasks),
+                self._forming_max - sum(1 for flow in self._flows.values() if flow.forming),
+            )
             sleep_s = 0.0
             try:
                 asked_at = time.monotonic()
@@ -144,10 +155,12 @@ class Dispatcher:
             row=row,
             lease=lease,
             stopping=self._stopping,
+            on_formed=self._wake.set,
         )
         task = asyncio.create_task(self._run_flow(flow), name=f"outbox row {row.id} payroll {row.payroll_id}")
         self._tasks[row.id] = task
         self._leases[row.id] = lease
+        self._flows[row.id] = flow
 
     async def _run_flow(self, flow: BatchFlow) -> None:
         row = flow.row
@@ -173,7 +186,7 @@ class Dispatcher:
                     )
         finally:
             if self._leases.get(row.id) is flow.lease:
-                del self._tasks[row.id], self._leases[row.id]
+                del self._tasks[row.id], self._leases[row.id], self._flows[row.id]
             self._wake.set()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:

@@ -131,12 +131,19 @@ async def persist_initiated(
     return StoredBatch(batch_id, tracking_id, nonce, Stage.INITIATED, response, 0)
 
 
-async def set_stage(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, stage: Stage) -> None:
+async def set_stage(
+    pool: asyncpg.Pool,
+    row: outbox.Claimed,
+    batch_id: int,
+    stage: Stage,
+    carried: Sequence[outbox.Carried] = (),
+) -> None:
     async with _fenced(pool, row) as conn:
         await conn.execute(Q.set_stage, batch_id, stage)
         if stage == Stage.APPROVED:
             await conn.execute(Q.mark_submitted, batch_id)
-            await conn.execute(Q.touch_payroll, row.payroll_id)
+            for payroll_id in _payrolls(row, carried):
+                await conn.execute(Q.touch_payroll, payroll_id)
 
 
 async def record_poll(
@@ -166,26 +173,67 @@ async def _close_if_last(conn: db.Connection, payroll_id: uuid.UUID) -> str | No
     return str(closed["status"])
 
 
+async def gather(
+    pool: asyncpg.Pool,
+    row: outbox.Claimed,
+    *,
+    provider: str,
+    currency: str,
+    wallet_id: str | None,
+    room: int,
+) -> list[outbox.Carried]:
+    """Take other due rows of the same provider, currency and wallet into the lead row's batch (fenced),
+    as many as fit in `room` more items, round-robin across employers."""
+    if room <= 0:
+        return []
+    async with _fenced(pool, row) as conn:
+        rows = await conn.fetch(Q.gather_rows, row.id, provider, currency, wallet_id or "", room)
+    return [outbox.Carried.from_record(r) for r in rows]
+
+
+def _payrolls(row: outbox.Claimed, carried: Sequence[outbox.Carried]) -> list[uuid.UUID]:
+    return sorted({row.payroll_id, *(c.payroll_id for c in carried)})
+
+
+async def _finish_rows(
+    conn: db.Connection,
+    row: outbox.Claimed,
+    carried: Sequence[outbox.Carried],
+    *,
+    status: RowStatus,
+    error: str | None,
+) -> str | None:
+    """Finish the lead row and the rows its batch carried, then close each payroll whose last row this was.
+    Returns the lead payroll's final status when this closed it."""
+    await outbox.finish(conn, row.id, row.lease_token, status=status, error=error)
+    if carried:
+        await conn.execute(Q.finish_carried, row.id, status, error)
+    closed = {pid: await _close_if_last(conn, pid) for pid in _payrolls(row, carried)}
+    return closed[row.payroll_id]
+
+
 async def settle(
     pool: asyncpg.Pool,
     row: outbox.Claimed,
     outcomes: Sequence[ItemOutcome],
     *,
     batch_id: int | None,
+    carried: Sequence[outbox.Carried] = (),
     batch_stage: Stage = Stage.FINISHED,
     row_status: RowStatus = RowStatus.DONE,
     error: str | None = None,
 ) -> str | None:
-    """Record the items' final states, finish the outbox row and, if it was the payroll's last, the payroll:
-    all in one transaction. Returns the payroll's final status when this closed it."""
+    """Record the items' final states, finish the outbox row (and the rows its batch carried) and each
+    payroll whose last row this was: all in one transaction. Returns the lead payroll's final status when
+    this closed it."""
     async with _fenced(pool, row) as conn:
+        await conn.execute(Q.lock_payrolls, _payrolls(row, carried))
         for o in outcomes:
             metrics.ITEMS_FINAL.labels(o.status).inc()
         await _write_outcomes(conn, outcomes)
         if batch_id is not None:
             await conn.execute(Q.set_stage, batch_id, batch_stage)
-        await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error)
-        return await _close_if_last(conn, row.payroll_id)
+        return await _finish_rows(conn, row, carried, status=row_status, error=error)
 
 
 async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence[ItemOutcome]) -> None:
@@ -217,16 +265,18 @@ async def settle_all(
     batch_id: int | None,
     batch_stage: Stage,
     row_status: RowStatus,
+    carried: Sequence[outbox.Carried] = (),
     error: str | None = None,
 ) -> str | None:
-    """Give every unsettled item of the row one state (a batch-level failure, or a row that died)."""
+    """Give every unsettled item of the row (and of the rows its batch carried) one state: a batch-level
+    failure, or a row that died."""
     async with _fenced(pool, row) as conn:
+        await conn.execute(Q.lock_payrolls, _payrolls(row, carried))
         unsettled = await conn.fetch(Q.fail_unsettled, list(item_ids), status, reason)
         metrics.ITEMS_FINAL.labels(status).inc(len(unsettled))
         if batch_id is not None:
             await conn.execute(Q.set_stage, batch_id, batch_stage)
-        await outbox.finish(conn, row.id, row.lease_token, status=row_status, error=error or reason)
-        return await _close_if_last(conn, row.payroll_id)
+        return await _finish_rows(conn, row, carried, status=row_status, error=error or reason)
 
 
 async def note_callback(

@@ -53,6 +53,23 @@ class Claimed:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """A row carried by another row's provider batch: it has no lease of its own (its lead holds it)."""
+
+    id: int
+    payroll_id: uuid.UUID
+    item_ids: tuple[int, ...]
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> Carried:
+        return cls(r["id"], r["payroll_id"], tuple(int(i) for i in r["payload"]["item_ids"]))
+
+
+async def carried_rows(conn: Executor, lead_id: int) -> list[Carried]:
+    return [Carried.from_record(r) for r in await conn.fetch(Q.carried_rows, lead_id)]
+
+
 async def start_payroll(
     conn: Executor, payroll_id: uuid.UUID, employer_id: uuid.UUID, batch_size: int
 ) -> bool:

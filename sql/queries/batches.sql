@@ -126,3 +126,58 @@ SELECT (SELECT deliveries FROM kept) AS deliveries,
 -- approved_age --
 -- Seconds since the batch was approved; NULL while it is not.
 SELECT extract(epoch FROM now() - approved_at)::float8 FROM provider_batches WHERE id = $1;
+
+-- lock_payrolls --
+-- Every payroll a batch touches, locked in one order (by id) before its items are written: batches that
+-- carry rows of the same payrolls then wait for each other instead of deadlocking.
+SELECT id FROM payrolls WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- finish_carried --
+-- The rows a lead row's batch carried end with it ($2: done or dead), in the same transaction.
+UPDATE outbox
+SET status = $2, processed_at = now(), last_error = coalesce($3, last_error)
+WHERE carried_by = $1 AND status = 'in_progress'
+RETURNING id;
+
+-- gather_rows --
+-- Right before a lead row ($1) initiates its batch, under its lease: take other due rows of the same
+-- provider ($2), currency ($3) and wallet ($4, '' for the default) into the batch, round-robin across
+-- employers as the claim does, as long as their items fit in $5 more. Rows that already lead a batch or
+-- carry rows of their own are left alone. A gathered row is in_progress without a lease (carried_by = $1).
+WITH busy AS (
+    SELECT p.employer_id, count(*) AS n
+    FROM outbox o JOIN payrolls p ON p.id = o.payroll_id
+    WHERE o.status = 'in_progress'
+    GROUP BY p.employer_id
+), candidates AS (
+    SELECT o.id, o.available_at, jsonb_array_length(o.payload -> 'item_ids') AS n,
+           coalesce(b.n, 0) + row_number() OVER (PARTITION BY p.employer_id ORDER BY o.available_at, o.id) AS turn
+    FROM outbox o
+    JOIN payrolls p ON p.id = o.payroll_id
+    LEFT JOIN busy b ON b.employer_id = p.employer_id
+    WHERE o.status = 'pending' AND o.available_at <= now() AND o.id <> $1 AND o.carried_by IS NULL
+      AND o.kind = 'send_batch'
+      AND o.payload ->> 'provider' = $2
+      AND coalesce(o.payload ->> 'currency', 'KES') = $3
+      AND coalesce(o.payload ->> 'wallet_id', '') = $4
+      AND jsonb_array_length(o.payload -> 'item_ids') <= $5
+      AND NOT EXISTS (SELECT 1 FROM outbox m WHERE m.carried_by = o.id)
+      AND NOT EXISTS (SELECT 1 FROM provider_batches pb WHERE pb.outbox_id = o.id)
+), locked AS (
+    SELECT o.id, c.n, c.turn, c.available_at
+    FROM outbox o JOIN candidates c ON c.id = o.id
+    WHERE o.status = 'pending'
+    ORDER BY c.turn, c.available_at, c.id
+    LIMIT $5
+    FOR UPDATE OF o SKIP LOCKED
+), fitting AS (
+    SELECT id FROM (
+        SELECT id, sum(n) OVER (ORDER BY turn, available_at, id) AS running FROM locked
+    ) r
+    WHERE running <= $5
+)
+UPDATE outbox o
+SET status = 'in_progress', carried_by = $1, attempts = o.attempts + 1
+FROM fitting
+WHERE o.id = fitting.id
+RETURNING o.id, o.payroll_id, o.payload;
