@@ -136,6 +136,7 @@ def test_the_named_queries_exist() -> None:
         "hold_lease",
         "release",
         "finish",
+        "carried_rows",
     } == set(sqlfiles.load("outbox"))
     assert {"reserve_slot", "pause", "take_send", "answered", "unused"} == set(sqlfiles.load("rate"))
     assert set(sqlfiles.load("idempotency_keys")) == {"claim_key", "stored_response", "store_response"}
