@@ -109,7 +109,7 @@ async def one_run(
                               avg(extract(epoch FROM b.approved_at - b.created_at))::float8 AS to_approved,
                               avg(extract(epoch FROM b.finished_at - b.approved_at))::float8 AS to_settled,
                               avg(extract(epoch FROM o.processed_at - o.created_at))::float8 AS row_total
-                       FROM outbox o JOIN provider_batches b ON b.outbox_id = o.id"""
+                       FROM outbox o JOIN provider_batches b ON b.outbox_id = coalesce(o.carried_by, o.id)"""
                 )
                 items = await conn.fetchval("SELECT count(*) FROM payroll_items WHERE status = 'PAID'")
             finally:
