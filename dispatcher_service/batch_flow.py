@@ -394,7 +394,9 @@ class BatchFlow:
         await self._give_up(reason)
 
     async def _give_up(self, reason: str) -> None:
-        """The row goes `dead`. Items of a batch that may have been approved need a person; others failed."""
+        """The row goes `dead`, with the rows its batch carries (read again: the flow may have crashed before
+        it knew them). Items of a batch that may have been approved need a person; others failed."""
+        self.carried = await outbox.carried_rows(self.pool, self.row.id)
         stored = await batches.for_row(self.pool, self.row.id)
         may_have_moved = stored is not None and stored.stage in (
             Stage.APPROVING,

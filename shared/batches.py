@@ -206,8 +206,7 @@ async def _finish_rows(
     """Finish the lead row and the rows its batch carried, then close each payroll whose last row this was.
     Returns the lead payroll's final status when this closed it."""
     await outbox.finish(conn, row.id, row.lease_token, status=status, error=error)
-    if carried:
-        await conn.execute(Q.finish_carried, row.id, status, error)
+    await conn.execute(Q.finish_carried, row.id, status, error)  # by carried_by: none is left behind
     closed = {pid: await _close_if_last(conn, pid) for pid in _payrolls(row, carried)}
     return closed[row.payroll_id]
 
