@@ -8,7 +8,9 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 
+from shared import outbox
 from tests import factories
 from tests.fakes import FakeIntaSend
 from tests.integration.test_dispatcher_flow import wait_final
@@ -122,3 +124,33 @@ async def test_a_dispatcher_killed_mid_approve_of_a_batch_of_many_payrolls_is_re
     assert len(provider.ledger) == 120 and len(set(provider.paid_accounts())) == 120
     assert provider.calls.count("approve") == len(provider.batches) >= 1
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status <> 'done'") == 0
+
+
+async def test_a_batch_that_dies_takes_every_row_it_carried_with_it(
+    pool: asyncpg.Pool, run_dispatchers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow crashes at initiate after gathering, then crashes again before it has read its carried rows:
+    the row dies, and so does every row its batch carried (none is left in_progress for ever)."""
+    provider = FakeIntaSend()
+
+    async def buggy_initiate(**_kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the flow")
+
+    provider.initiate = buggy_initiate  # type: ignore[method-assign]
+    real_carried_rows = outbox.carried_rows
+    calls = 0
+
+    async def carried_rows(conn, lead_id):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second claim's flow crashes before it knows its carried rows
+            raise RuntimeError("a bug before the carried rows were read")
+        return await real_carried_rows(conn, lead_id)
+
+    monkeypatch.setattr(outbox, "carried_rows", carried_rows)
+    payrolls = await payrolls_of_their_own_employers(pool, 5)
+    run_dispatchers(provider, dispatcher_max_errors=2, intasend_max_rps=5.0)
+    states = await wait_final(pool, payrolls, within_s=30)
+    assert set(states.values()) == {"FAILED"}
+    rows = await pool.fetch("SELECT status, carried_by FROM outbox")
+    assert {r["status"] for r in rows} == {"dead"} and sum(r["carried_by"] is not None for r in rows) == 4
