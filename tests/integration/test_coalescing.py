@@ -154,3 +154,30 @@ async def test_a_batch_that_dies_takes_every_row_it_carried_with_it(
     assert set(states.values()) == {"FAILED"}
     rows = await pool.fetch("SELECT status, carried_by FROM outbox")
     assert {r["status"] for r in rows} == {"dead"} and sum(r["carried_by"] is not None for r in rows) == 4
+
+
+async def test_a_batch_never_mixes_wallets(pool: asyncpg.Pool, run_dispatchers) -> None:
+    """Employers with wallets of their own (and one on the default) click at once: each batch pays from
+    one wallet, and every payroll's items went out from its employer's wallet."""
+    provider = FakeIntaSend()
+    sent_from: dict[str, str | None] = {}
+    real_initiate = provider.initiate
+
+    async def initiate(**kwargs):  # type: ignore[no-untyped-def]
+        batch = await real_initiate(**kwargs)
+        for t in kwargs["transactions"]:
+            sent_from[t["account"]] = kwargs["wallet_id"]
+        return batch
+
+    provider.initiate = initiate  # type: ignore[method-assign]
+    wallets = ["W-A", "W-B", None]
+    payrolls = []
+    for p in range(9):
+        employer = await factories.employer(pool, f"E{p}")
+        await pool.execute("UPDATE employers SET wallet_id = $2 WHERE id = $1", employer, wallets[p % 3])
+        payrolls.append(await factories.processing_payroll(pool, employer_id=employer, accounts=accounts(p)))
+    run_dispatchers(provider, intasend_max_rps=5.0, intasend_wallet_id="W-DEFAULT")
+    assert set((await wait_final(pool, payrolls, within_s=30)).values()) == {"COMPLETED"}
+    assert len(provider.batches) == 3
+    for p in range(9):
+        assert {sent_from[a] for a in accounts(p)} == {wallets[p % 3] or "W-DEFAULT"}
