@@ -24,3 +24,21 @@ CREATE VIEW outbox_provider_batches AS
 SELECT o.id AS outbox_id, o.payroll_id, o.carried_by, b.id AS provider_batch_id, b.tracking_id, b.stage
 FROM outbox o
 JOIN provider_batches b ON b.outbox_id = coalesce(o.carried_by, o.id);
+
+-- The order in which due pending rows take their turns, fair across employers: an employer's k-th due row
+-- takes turn k after the rows it already has in flight (claimed, or carried by a claimed row's batch), so one
+-- employer's 10,000-worker payroll does not hold back the 10-worker payrolls behind it. The claim
+-- (sql/queries/outbox.sql) and the gathering of rows into a batch (sql/queries/batches.sql) both read it.
+CREATE VIEW outbox_turns AS
+WITH busy AS (
+    SELECT p.employer_id, count(*) AS n
+    FROM outbox o JOIN payrolls p ON p.id = o.payroll_id
+    WHERE o.status = 'in_progress'
+    GROUP BY p.employer_id
+)
+SELECT o.id, o.available_at,
+       coalesce(b.n, 0) + row_number() OVER (PARTITION BY p.employer_id ORDER BY o.available_at, o.id) AS turn
+FROM outbox o
+JOIN payrolls p ON p.id = o.payroll_id
+LEFT JOIN busy b ON b.employer_id = p.employer_id
+WHERE o.status = 'pending' AND o.available_at <= now();

@@ -141,21 +141,14 @@ RETURNING id;
 
 -- gather_rows --
 -- Right before a lead row ($1) initiates its batch, under its lease: take other due rows of the same
--- provider ($2), currency ($3) and wallet ($4, '' for the default) into the batch, round-robin across
--- employers as the claim does, as long as their items fit in $5 more. Rows that already lead a batch or
--- carry rows of their own are left alone. A gathered row is in_progress without a lease (carried_by = $1).
-WITH busy AS (
-    SELECT p.employer_id, count(*) AS n
-    FROM outbox o JOIN payrolls p ON p.id = o.payroll_id
-    WHERE o.status = 'in_progress'
-    GROUP BY p.employer_id
-), candidates AS (
-    SELECT o.id, o.available_at, jsonb_array_length(o.payload -> 'item_ids') AS n,
-           coalesce(b.n, 0) + row_number() OVER (PARTITION BY p.employer_id ORDER BY o.available_at, o.id) AS turn
+-- provider ($2), currency ($3) and wallet ($4, '' for the default) into the batch, in their turns across
+-- employers (outbox_turns) as the claim takes them, as long as their items fit in $5 more. Rows that already
+-- lead a batch or carry rows of their own are left alone. A gathered row is in_progress without a lease (carried_by = $1).
+WITH locked AS (
+    SELECT o.id, jsonb_array_length(o.payload -> 'item_ids') AS n, t.turn, t.available_at
     FROM outbox o
-    JOIN payrolls p ON p.id = o.payroll_id
-    LEFT JOIN busy b ON b.employer_id = p.employer_id
-    WHERE o.status = 'pending' AND o.available_at <= now() AND o.id <> $1 AND o.carried_by IS NULL
+    JOIN outbox_turns t ON t.id = o.id
+    WHERE o.status = 'pending' AND o.id <> $1 AND o.carried_by IS NULL
       AND o.kind = 'send_batch'
       AND o.payload ->> 'provider' = $2
       AND coalesce(o.payload ->> 'currency', 'KES') = $3
@@ -163,11 +156,7 @@ WITH busy AS (
       AND jsonb_array_length(o.payload -> 'item_ids') <= $5
       AND NOT EXISTS (SELECT 1 FROM outbox m WHERE m.carried_by = o.id)
       AND NOT EXISTS (SELECT 1 FROM provider_batches pb WHERE pb.outbox_id = o.id)
-), locked AS (
-    SELECT o.id, c.n, c.turn, c.available_at
-    FROM outbox o JOIN candidates c ON c.id = o.id
-    WHERE o.status = 'pending'
-    ORDER BY c.turn, c.available_at, c.id
+    ORDER BY t.turn, t.available_at, t.id
     LIMIT $5
     FOR UPDATE OF o SKIP LOCKED
 ), fitting AS (

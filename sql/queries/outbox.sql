@@ -29,32 +29,18 @@ SELECT (SELECT count(*) FROM started) > 0 AS started,
        CASE WHEN EXISTS (SELECT 1 FROM started) THEN pg_notify('payrun_outbox', $1::text) END AS notified;
 
 -- claim_batch --
--- Take up to $3 rows that are due: pending rows whose back-off has passed (round-robin across employers),
--- and in_progress rows whose lease ran out (their dispatcher died or stalled). Rows carried by another
--- row's batch (`carried_by`) have no lease of their own and are never claimed: their lead is. SKIP LOCKED lets dispatchers claim side by side without
--- waiting on each other; each partial index holds only live rows, so `done` rows cost the claim nothing.
+-- Take up to $3 rows that are due: pending rows whose back-off has passed, in their turns across employers
+-- (the view outbox_turns, migration 0010), and in_progress rows whose lease ran out (their dispatcher died or
+-- stalled). Rows carried by another row's batch (`carried_by`) have no lease of their own and are never
+-- claimed: their lead is. SKIP LOCKED lets dispatchers claim side by side without waiting on each other;
+-- each partial index holds only live rows, so `done` rows cost the claim nothing.
 -- Every claim mints a new lease_token: the fence that stops the previous holder from writing again.
 -- $4: rows whose previous flow still runs in the claiming process (its lease ran out while it was paused):
 -- never handed to that process again until the old flow has ended, so a process runs one flow per row.
-WITH busy AS (
-    -- Rows in flight per employer (claimed rows and the rows their batches carry).
-    SELECT p.employer_id, count(*) AS n
-    FROM outbox o JOIN payrolls p ON p.id = o.payroll_id
-    WHERE o.status = 'in_progress'
-    GROUP BY p.employer_id
-), turns AS (
-    -- Fair across employers: an employer's k-th due row takes turn k after the rows it already has in
-    -- flight, so one employer's 10,000-worker payroll does not hold back the 10-worker ones behind it.
-    SELECT o.id, o.available_at,
-           coalesce(b.n, 0) + row_number() OVER (PARTITION BY p.employer_id ORDER BY o.available_at, o.id) AS turn
-    FROM outbox o
-    JOIN payrolls p ON p.id = o.payroll_id
-    LEFT JOIN busy b ON b.employer_id = p.employer_id
-    WHERE o.status = 'pending' AND o.available_at <= now() AND o.id <> ALL($4::bigint[])
-), pending AS (
+WITH pending AS (
     SELECT o.id FROM outbox o
-    JOIN turns t ON t.id = o.id
-    WHERE o.status = 'pending'
+    JOIN outbox_turns t ON t.id = o.id
+    WHERE o.status = 'pending' AND o.id <> ALL($4::bigint[])
     ORDER BY t.turn, t.available_at, t.id
     LIMIT $3
     FOR UPDATE OF o SKIP LOCKED

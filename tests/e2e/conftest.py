@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shared import db, embedded_pg, migrate
 from testkit import ledger
 from testkit import postgres as pg
 from testkit.stack import ROOT, Client, Stack, sim_json, wait_http
+from tests import factories
 
 __all__ = ["Client", "Stack", "assert_ledger_agrees", "make_stack", "own_server", "sim_json", "wait_http"]
 
@@ -85,3 +88,23 @@ def own_server() -> Iterator[tuple[Any, Path]]:
     """A PostgreSQL server of the test's own, to restart or freeze without touching the others."""
     with pg.own_server() as (server, data_dir):
         yield server, data_dir
+
+
+async def payrolls_on_own_server(server: Any, database: str, count: int) -> tuple[str, list[uuid.UUID]]:
+    """A migrated database on the test's own server, with `count` 10-worker payrolls already PROCESSING."""
+    await embedded_pg.ensure_database(embedded_pg.dsn_for(server, "postgres"), database)
+    dsn = embedded_pg.dsn_for(server, database)
+    pool = await db.create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await migrate.apply(conn)
+        employer = await factories.employer(pool)
+        payrolls = [
+            await factories.processing_payroll(
+                pool, employer_id=employer, accounts=[f"2547{p:04d}{i:04d}" for i in range(10)]
+            )
+            for p in range(count)
+        ]
+    finally:
+        await pool.close()
+    return dsn, payrolls

@@ -18,9 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared import db, embedded_pg, migrate
-from tests import factories
-from tests.e2e.conftest import assert_ledger_agrees
+from tests.e2e.conftest import assert_ledger_agrees, payrolls_on_own_server
 from tests.e2e.stack import Stack, sim_json, wait_http
 from tests.e2e.test_money_moves_once import run_payrolls
 
@@ -89,20 +87,7 @@ async def test_postgres_frozen_past_the_lease_under_two_dispatchers_pays_everyon
 ) -> None:
     rng = random.Random(seed)
     server, data_dir = own_server
-    database = f"frozen_{uuid.uuid4().hex[:6]}"
-    await embedded_pg.ensure_database(embedded_pg.dsn_for(server, "postgres"), database)
-    dsn = embedded_pg.dsn_for(server, database)
-    pool = await db.create_pool(dsn)
-    async with pool.acquire() as conn:
-        await migrate.apply(conn)
-    employer = await factories.employer(pool)
-    payrolls = [
-        await factories.processing_payroll(
-            pool, employer_id=employer, accounts=[f"2547{p:04d}{i:04d}" for i in range(10)]
-        )
-        for p in range(40)
-    ]
-    await pool.close()
+    dsn, payrolls = await payrolls_on_own_server(server, f"frozen_{uuid.uuid4().hex[:6]}", 40)
 
     stack = Stack(dsn, tmp_path, SIM_SEED=str(seed), **STRICT)
     try:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared import db, embedded_pg, migrate
-from tests import factories
+from tests.e2e.conftest import payrolls_on_own_server
 from tests.e2e.stack import Stack, sim_json, wait_http
 
 
@@ -27,19 +26,7 @@ def _restart(data_dir: Path) -> None:
 
 async def test_a_dispatcher_survives_a_postgres_restart(own_server, tmp_path: Path) -> None:
     server, data_dir = own_server
-    await embedded_pg.ensure_database(embedded_pg.dsn_for(server, "postgres"), "restart")
-    dsn = embedded_pg.dsn_for(server, "restart")
-    pool = await db.create_pool(dsn)
-    async with pool.acquire() as conn:
-        await migrate.apply(conn)
-    employer = await factories.employer(pool)
-    payrolls = [
-        await factories.processing_payroll(
-            pool, employer_id=employer, accounts=[f"2547{p:04d}{i:04d}" for i in range(10)]
-        )
-        for p in range(20)
-    ]
-    await pool.close()
+    dsn, payrolls = await payrolls_on_own_server(server, "restart", 20)
 
     stack = Stack(dsn, tmp_path, INTASEND_MAX_RPS="10", SIM_MAX_RPS="10")
     try:

@@ -52,6 +52,17 @@ class Running:
         )
         self.task = asyncio.create_task(self.dispatcher.run(self.stop))
 
+    async def crash(self) -> None:
+        """Like SIGKILL: no drain, no release, no heartbeat; its rows stay in_progress until their lease ends."""
+
+        async def no_drain() -> None:
+            for task in list(self.dispatcher._tasks.values()):
+                task.cancel()
+
+        self.dispatcher._drain = no_drain  # type: ignore[method-assign]
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
     async def close(self) -> None:
         self.stop.set()
         await asyncio.gather(asyncio.wait_for(self.task, 10), return_exceptions=True)

@@ -111,13 +111,7 @@ async def test_a_dispatcher_killed_mid_approve_of_a_batch_of_many_payrolls_is_re
     [first] = run_dispatchers(provider, dispatcher_lease_s=1.0, intasend_max_rps=5.0)
     await asyncio.wait_for(gate.wait(), 10)
 
-    async def no_drain() -> None:  # like SIGKILL: nothing released, no heartbeat
-        for task in list(first.dispatcher._tasks.values()):
-            task.cancel()
-
-    first.dispatcher._drain = no_drain  # type: ignore[method-assign]
-    first.task.cancel()
-    await asyncio.gather(first.task, return_exceptions=True)
+    await first.crash()
     run_dispatchers(provider, dispatcher_lease_s=1.0, intasend_max_rps=5.0)
     states = await wait_final(pool, payrolls, within_s=30)
     assert set(states.values()) == {"COMPLETED"}

@@ -237,14 +237,7 @@ async def test_a_dispatcher_killed_mid_approve_is_resumed_by_another_without_pay
     [first] = run_dispatchers(provider, dispatcher_lease_s=1.0)
     await asyncio.wait_for(gate.wait(), 10)
 
-    # Like SIGKILL: no drain, no release, no heartbeat; the row stays in_progress until its lease runs out.
-    async def no_drain() -> None:
-        for task in list(first.dispatcher._tasks.values()):
-            task.cancel()
-
-    first.dispatcher._drain = no_drain  # type: ignore[method-assign]
-    first.task.cancel()
-    await asyncio.gather(first.task, return_exceptions=True)
+    await first.crash()
     assert await pool.fetchval("SELECT status FROM outbox WHERE payroll_id = $1", payroll) == "in_progress"
     run_dispatchers(provider, dispatcher_lease_s=1.0)
     assert await wait_final(pool, [payroll]) == {payroll: "COMPLETED"}
