@@ -104,14 +104,8 @@ async def run_case(opts: registry.Options, case: Case, rep: int) -> dict[str, An
 
         async with traffic.session(max(case.employers + 16, 64)) as client:
             started = time.perf_counter()
-            small_ids = await traffic.bounded(
-                case.create_concurrency,
-                (
-                    traffic.create_payroll_api(
-                        client, st.api, key, f"CO-{rep}-{i}", i * case.workers, case.workers
-                    )
-                    for i, (_, key) in enumerate(small)
-                ),
+            small_ids = await traffic.create_payrolls_api(
+                client, st.api, [key for _, key in small], f"CO-{rep}", case.workers, case.create_concurrency
             )
             big_id: str | None = None
             if case.big_workers:

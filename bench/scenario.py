@@ -107,14 +107,8 @@ async def run_case(opts: registry.Options, bench: str, case: Case, rep: int) -> 
 
         async with traffic.session(max(case.employers + 16, 64)) as client:
             started = time.perf_counter()
-            payroll_ids = await traffic.bounded(
-                case.create_concurrency,
-                (
-                    traffic.create_payroll_api(
-                        client, st.api, key, f"RUN-{rep}-{i}", i * case.workers, case.workers
-                    )
-                    for i, (_, key) in enumerate(made)
-                ),
+            payroll_ids = await traffic.create_payrolls_api(
+                client, st.api, [key for _, key in made], f"RUN-{rep}", case.workers, case.create_concurrency
             )
             create_s = time.perf_counter() - started
             stats.say(

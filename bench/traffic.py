@@ -101,6 +101,24 @@ async def create_payroll_api(
         return str(json.loads(text)["id"])
 
 
+async def create_payrolls_api(
+    client: aiohttp.ClientSession,
+    base: str,
+    keys: Sequence[str],
+    prefix: str,
+    workers: int,
+    concurrency: int,
+) -> list[str]:
+    """One payroll of `workers` per API key (worker numbers follow on), at most `concurrency` at once."""
+    return await bounded(
+        concurrency,
+        (
+            create_payroll_api(client, base, key, f"{prefix}-{i}", i * workers, workers)
+            for i, key in enumerate(keys)
+        ),
+    )
+
+
 async def bounded(n: int, coros: Iterable[Awaitable[Any]]) -> list[Any]:
     """Await the coroutines with at most n running at once, results in order."""
     sem = asyncio.Semaphore(n)
