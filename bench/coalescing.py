@@ -1,6 +1,6 @@
 """coalescing: many employers click Run at the same instant; how soon is every payroll final, and how many
 provider requests does that take? SIM_PROCESSING_S=1, INTASEND_MAX_RPS = SIM_MAX_RPS, one dispatcher
-(issue 10, "Measure").
+(the figures the coalescing of payrolls into shared batches was built for).
 
 Cases (employers x workers @ requests/s): 100x10@5 and 100x10@10 (time from the clicks until every payroll
 is final, p50/p99 of the per-payroll completion, provider requests and requests per 1,000 items, upstream

@@ -53,7 +53,7 @@ CREATE TABLE payroll_items (
 );
 CREATE INDEX payroll_items_provider_batch_idx ON payroll_items (provider_batch_id) WHERE provider_batch_id IS NOT NULL;
 
--- The transactional outbox (CONTRACT.md section 4). One row asks the dispatcher to pay one batch of one
+-- The transactional outbox (docs/audit.md, "The outbox"). One row asks the dispatcher to pay one batch of one
 -- payroll's items; the API writes it in the same transaction that sets the payroll to PROCESSING.
 CREATE TABLE outbox (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -44,3 +44,11 @@ async def test_a_service_refuses_an_unmigrated_database(pg_admin_dsn: str) -> No
             await empty.close()
     finally:
         await pg.drop(pg_admin_dsn, name)
+
+
+def test_a_migration_whose_comments_were_reworded_is_still_the_one_a_database_applied() -> None:
+    [first] = [m for m in migrate.available() if m.version == 1]
+    assert first.applied_as(first.checksum)
+    assert first.applied_as("7f65fef71a229ad7aace402e3dc6a3e14644c451ae654142b3b1fb58a908e1a9")
+    assert not first.applied_as("0" * 64)
+    assert "CONTRACT" not in first.sql
