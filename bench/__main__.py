@@ -76,7 +76,7 @@ def _final_table() -> None:
         )
         rows.append([r.bench, r.metric, f"{value} {r.unit}".strip(), r.target, verdict, r.note])
     stats.table(
-        "All figures against the issue's targets", ["bench", "figure", "measured", "target", "", "note"], rows
+        "All figures against their targets", ["bench", "figure", "measured", "target", "", "note"], rows
     )
     print("\nSUMMARY lines:")
     for line in registry.SUMMARIES:

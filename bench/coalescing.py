@@ -31,7 +31,7 @@ from shared import db
 NAME = "coalescing"
 PROCESSING_S = 1.0
 
-# The targets
+# The targets
 ALL_FINAL_100_S = 5.0  # 100 x 10: every payroll final within 5 s of the clicks
 ALL_FINAL_1000_S = 15.0  # 1,000 x 10: within 15 s
 REQUESTS_PER_1000_ITEMS = 8.0  # 1,000 x 10: at most 8 provider requests per 1,000 items
@@ -45,7 +45,7 @@ class Case:
     workers: int
     rps: int
     kind: str  # "small" (100 x 10), "many" (1,000 x 10), "big" (a big payroll ahead of the small ones)
-    stands_for: str  # the case this measures (a smaller one with --quick)
+    stands_for: str  # the case this measures (a smaller one with --quick)
     timeout_s: float = 240.0  # stop waiting for the payrolls this long after the clicks
     once: bool = False  # one run whatever --runs says (the long case)
     big_workers: int = 0
@@ -453,7 +453,7 @@ def report(case: Case, runs: list[dict[str, Any]], reference: dict[str, Any] | N
     )
     add("provider requests by endpoint (run 1)", json.dumps(runs[0]["by_endpoint"], sort_keys=True))
     stats.table(
-        f"{NAME} {case.label}: against the issue's targets{quick}",
+        f"{NAME} {case.label}: against the targets{quick}",
         ["figure", "measured", "target", "", "note"],
         [[f, v, t, "" if ok is None else ("met" if ok else "MISSED"), n] for f, v, t, ok, n in targets],
     )

@@ -320,7 +320,7 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(bench: str, case: Case, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Print the runs and their median; record the figures against the issue's targets."""
+    """Print the runs and their median; record the figures against their targets."""
     m = median_row(runs)
     stats.table(
         f"{bench} {case.label}: {case.employers} employers x {case.workers} workers, INTASEND_MAX_RPS={case.rps}, "
