@@ -76,6 +76,7 @@ class BatchFlow:
         lease: Lease,
         stopping: asyncio.Event | None = None,
         on_formed: Callable[[], None] | None = None,
+        priority: Callable[[], int] | None = None,
     ) -> None:
         self.pool, self.provider, self.caller, self.settings = pool, provider, caller, settings
         self.worker, self.row, self.lease = worker, row, lease
@@ -86,6 +87,9 @@ class BatchFlow:
         # at a time, so that rows waiting for the rate limit wait as rows, to be gathered into one batch.
         self.forming = True
         self._on_formed = on_formed
+        # Fair across employers at the rate limit too: this process's requests for employers with fewer
+        # batches in flight go first (dispatcher.Dispatcher._employer_load).
+        self._priority = priority
         self.log = log.bind(outbox_id=row.id, payroll_id=str(row.payroll_id), attempt=row.attempts)
 
     @property
@@ -176,6 +180,7 @@ class BatchFlow:
                     ),
                     retry_ambiguous=True,
                     lease=self.lease,
+                    priority=self._priority,
                 )
             except ProviderRejected as exc:
                 if exc.status in AUTH_STATUSES:
@@ -231,7 +236,10 @@ class BatchFlow:
         await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVING)
         try:
             await self.caller.once(
-                "approve", lambda: self.provider.approve(_stored_batch(stored)), lease=self.lease
+                "approve",
+                lambda: self.provider.approve(_stored_batch(stored)),
+                lease=self.lease,
+                priority=self._priority,
             )
         except ProviderError as exc:
             self.log.warning("approve_uncertain", error=str(exc), http_status=exc.status)
@@ -259,6 +267,7 @@ class BatchFlow:
                 lambda: self.provider.status(stored.tracking_id),
                 retry_ambiguous=True,
                 lease=self.lease,
+                priority=self._priority,
             )
         except ProviderError as exc:
             await self._retry_later(f"status after approve failed: {exc}")
@@ -312,6 +321,7 @@ class BatchFlow:
                     lambda: self.provider.status(stored.tracking_id),
                     retry_ambiguous=True,
                     lease=self.lease,
+                    priority=self._priority,
                 )
             except ProviderError as exc:
                 await self._retry_later(f"status failed: {exc}")

@@ -156,11 +156,17 @@ class Dispatcher:
             lease=lease,
             stopping=self._stopping,
             on_formed=self._wake.set,
+            priority=lambda: self._employer_load(row.employer_id),
         )
         task = asyncio.create_task(self._run_flow(flow), name=f"outbox row {row.id} payroll {row.payroll_id}")
         self._tasks[row.id] = task
         self._leases[row.id] = lease
         self._flows[row.id] = flow
+
+    def _employer_load(self, employer_id: uuid.UUID | None) -> int:
+        """How many of this process's flows lead a batch for this employer: the fewer, the sooner its
+        requests leave (one employer's 10,000-worker payroll does not hold back the small ones)."""
+        return sum(1 for flow in self._flows.values() if flow.row.employer_id == employer_id)
 
     async def _run_flow(self, flow: BatchFlow) -> None:
         row = flow.row

@@ -24,8 +24,12 @@ one and backing off exponentially when it does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -63,6 +67,41 @@ class Send:
 Q = sqlfiles.queries("rate")
 
 
+class _Turns:
+    """One holder at a time, the waiters served by priority (lower first), then in arrival order."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int) -> AsyncIterator[None]:
+        if self._busy:
+            handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (priority, next(self._arrivals), handed))
+            try:
+                await handed
+            except asyncio.CancelledError:
+                if handed.done() and not handed.cancelled():
+                    self._next()  # the turn was ours already: pass it on
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        while self._waiting:
+            _, _, handed = heapq.heappop(self._waiting)
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._busy = False
+
+
 class ProviderRateLimiter:
     def __init__(self, pool: asyncpg.Pool, *, max_rps: float, name: str = "intasend") -> None:
         self._pool = pool
@@ -73,16 +112,19 @@ class ProviderRateLimiter:
         # says. (One token per interval, tried before, added the round trips to every interval: 93 % at 50 rps.)
         self._local = AsyncLimiter(max_rps, 1.0)
         # One reservation at a time per process: the slots handed out never run more than one interval per
-        # process ahead of the clock, so a pause after a 429 takes effect at once.
-        self._serial = asyncio.Lock()
+        # process ahead of the clock, so a pause after a 429 takes effect at once. Waiters go by priority
+        # (the batches their employer has in flight here), then by arrival: one employer's 10,000-worker
+        # payroll does not hold back the 10-worker payrolls that come after it.
+        self._turns = _Turns()
         self._backoff_s = MIN_PAUSE_S
         self.waited_s_total = 0.0
 
-    async def acquire(self) -> Send:
+    async def acquire(self, priority: int = 0) -> Send:
         """Wait for this process's and the shared slot, then for the send log: the request may leave now.
-        Call `answered` on the returned Send when its answer (or error) comes back."""
+        Within this process, waiters with a lower `priority` go first. Call `answered` on the returned Send
+        when its answer (or error) comes back."""
         started = time.monotonic()
-        async with self._serial:
+        async with self._turns.turn(priority):
             await self._local.acquire()
             send_id, granted_at = await self._take_send()
         waited = time.monotonic() - started

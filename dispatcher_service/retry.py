@@ -93,15 +93,24 @@ class ProviderCaller:
         *,
         retry_ambiguous: bool,
         lease: Lease | None = None,
+        priority: Callable[[], int] | None = None,
     ) -> T:
         async for attempt in policy(endpoint, retry_ambiguous=retry_ambiguous):
             with attempt:
-                return await self.once(endpoint, fn, lease=lease)
+                return await self.once(endpoint, fn, lease=lease, priority=priority)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def once(self, endpoint: str, fn: Callable[[], Awaitable[T]], *, lease: Lease | None = None) -> T:
-        """One request: `lease` is the claimed row's it acts for (None for requests of no row)."""
-        send = await self._granted(endpoint, lease)
+    async def once(
+        self,
+        endpoint: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        lease: Lease | None = None,
+        priority: Callable[[], int] | None = None,
+    ) -> T:
+        """One request: `lease` is the claimed row's it acts for (None for requests of no row); among the
+        requests of this process waiting for the rate limit, those with a lower `priority()` go first."""
+        send = await self._granted(endpoint, lease, priority() if priority else 0)
         try:
             try:
                 result = await fn()
@@ -124,11 +133,11 @@ class ProviderCaller:
         self._record(endpoint, "ok", send.waited_s)
         return result
 
-    async def _granted(self, endpoint: str, lease: Lease | None) -> Send:
+    async def _granted(self, endpoint: str, lease: Lease | None, priority: int) -> Send:
         """A place in the send log that is fresh, under a lease that still holds. Nothing may be awaited
         between this returning and the request being handed to the HTTP client."""
         while True:
-            send = await self._limiter.acquire()
+            send = await self._limiter.acquire(priority)
             if lease is not None:
                 try:
                     lease.check(endpoint)

@@ -45,11 +45,19 @@ class Claimed:
     attempts: int
     errors: int
     lease_token: uuid.UUID
+    employer_id: uuid.UUID | None = None
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> Claimed:
         return cls(
-            r["id"], r["payroll_id"], r["kind"], r["payload"], r["attempts"], r["errors"], r["lease_token"]
+            r["id"],
+            r["payroll_id"],
+            r["kind"],
+            r["payload"],
+            r["attempts"],
+            r["errors"],
+            r["lease_token"],
+            r["employer_id"],
         )
 
 

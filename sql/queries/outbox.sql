@@ -61,7 +61,8 @@ SET status = 'in_progress',
     attempts = o.attempts + 1
 FROM due
 WHERE o.id = due.id
-RETURNING o.id, o.payroll_id, o.kind, o.payload, o.attempts, o.errors, o.lease_token;
+RETURNING o.id, o.payroll_id, o.kind, o.payload, o.attempts, o.errors, o.lease_token,
+          (SELECT p.employer_id FROM payrolls p WHERE p.id = o.payroll_id) AS employer_id;
 
 -- next_due --
 -- Seconds until the next row is due (a back-off ending or a lease running out), for an idle dispatcher's

@@ -131,3 +131,34 @@ async def test_a_request_never_answered_stops_counting_after_the_stamp_bound(poo
     await alive.answered(await alive.acquire())
     waited = time.monotonic() - started
     assert STAMP_BOUND_S + WINDOW_S - 0.8 <= waited <= STAMP_BOUND_S + WINDOW_S + 1.0
+
+
+async def test_waiting_requests_of_one_process_go_by_priority_then_arrival(pool: asyncpg.Pool) -> None:
+    """Requests queued first with a higher priority number (an employer with more batches in flight) do not
+    hold back those with a lower one that come after them (status0 already holds the turn, waiting for its
+    slot, when they come)."""
+    limiter = ProviderRateLimiter(pool, max_rps=5)
+    order: list[str] = []
+
+    async def request(name: str, priority: int) -> None:
+        await limiter.answered(await limiter.acquire(priority))
+        order.append(name)
+
+    first = asyncio.create_task(request("first", 2))
+    await asyncio.sleep(0.05)
+    waiting = [asyncio.create_task(request(f"status{n}", 2)) for n in range(3)]
+    await asyncio.sleep(0.01)
+    waiting += [asyncio.create_task(request("initiate", 1)), asyncio.create_task(request("approve", 0))]
+    await asyncio.gather(first, *waiting)
+    assert order == ["first", "status0", "approve", "initiate", "status1", "status2"]
+
+
+async def test_a_request_cancelled_while_it_waits_for_its_turn_hands_the_turn_on(pool: asyncpg.Pool) -> None:
+    limiter = ProviderRateLimiter(pool, max_rps=5)
+    first = asyncio.create_task(limiter.acquire(2))
+    await asyncio.sleep(0.01)
+    doomed = asyncio.create_task(limiter.acquire(0))
+    after = asyncio.create_task(limiter.acquire(1))
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    await asyncio.wait_for(asyncio.gather(first, after), 5)

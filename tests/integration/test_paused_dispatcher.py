@@ -54,9 +54,9 @@ async def test_a_flow_stalled_in_the_limiter_past_its_lease_sends_no_approve(
     stalled = asyncio.Event()
     acquired = 0
 
-    async def stalling_acquire():  # type: ignore[no-untyped-def]
+    async def stalling_acquire(priority=0):  # type: ignore[no-untyped-def]
         nonlocal acquired
-        send = await real_acquire()
+        send = await real_acquire(priority)
         acquired += 1
         if acquired == 2:  # initiate, then the approve's grant: stall here, heartbeats failing meanwhile
             heartbeats_fail_for(monkeypatch, {a.dispatcher.worker})
@@ -191,9 +191,9 @@ async def test_a_grant_not_used_at_once_is_given_back_and_a_new_place_taken(pool
     real_acquire = limiter.acquire
     grants = 0
 
-    async def pausing_acquire():  # type: ignore[no-untyped-def]
+    async def pausing_acquire(priority=0):  # type: ignore[no-untyped-def]
         nonlocal grants
-        send = await real_acquire()
+        send = await real_acquire(priority)
         grants += 1
         if grants == 1:
             time.sleep(0.5)  # noqa: ASYNC251 - the whole process stops, as in a GC pause or SIGSTOP
