@@ -19,6 +19,7 @@ _PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(model="P
 _MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.CreatePayrollIn, "validation"),
     (schemas.ProcessPayrollIn, "validation"),
+    (schemas.RetryPayrollIn, "validation"),
     (schemas.PayrollOut, "serialization"),
     (schemas.PayrollDetailOut, "serialization"),
     (schemas.PayrollPageOut, "serialization"),
@@ -238,6 +239,52 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {"description": "The payroll.", "content": _json("PayrollDetailOut")},
                 **_problems(404, *_AUTHED),
+            },
+        },
+        "delete": {
+            "summary": "Delete a DRAFT payroll and its items",
+            "description": "In one transaction; the reference is free again. Deleting a payroll already "
+            "deleted is a 404. Serialized with processing on the payroll's row lock: a payroll is either "
+            "processed or deleted, never both.",
+            "parameters": [_PAYROLL_ID],
+            "responses": {
+                "204": {"description": "Deleted."},
+                **_problems(
+                    404,
+                    409,
+                    *_AUTHED,
+                    conflict="`payroll-not-draft`: the payroll is not a DRAFT (`payroll_status` says what it is).",
+                ),
+            },
+        },
+    },
+    "/payrolls/{payroll_id}/retry": {
+        "post": {
+            "summary": "A new DRAFT payroll of a finished payroll's FAILED items",
+            "description": "Only FAILED items (never NEEDS_REVIEW, PAID or CANCELLED), with the same name, "
+            "account, amount, provider, bank_code and narrative, in their order; the new payroll's `retry_of` "
+            "names the old one. Process it as any payroll. The body is optional: without one (or with `{}`) "
+            "the reference is `<old reference>-retry-<n>`.",
+            "parameters": [_PAYROLL_ID, _IDEMPOTENCY_KEY],
+            "requestBody": {"required": False, "content": _json("RetryPayrollIn")},
+            "responses": {
+                "201": {
+                    "description": "Created: the new DRAFT payroll.",
+                    "headers": {"Location": {"description": "/payrolls/{id} of the new payroll", **_HEADER}},
+                    "content": _json("PayrollDetailOut"),
+                },
+                **_problems(
+                    400,
+                    404,
+                    409,
+                    413,
+                    415,
+                    422,
+                    *_AUTHED,
+                    conflict="`payroll-not-final` (DRAFT or PROCESSING), `nothing-to-retry` (no FAILED item), "
+                    "`already-retried` (`retry_id` names the payroll that retries it: retry that one), or "
+                    "`duplicate-reference` (`payroll_id` names the payroll holding the reference).",
+                ),
             },
         }
     },

@@ -40,6 +40,7 @@ def payroll(p: payrolls.Payroll) -> dict[str, Any]:
         "paid_amount": money(p.paid_amount),
         "created_at": p.created_at.isoformat(),
         "updated_at": p.updated_at.isoformat(),
+        "retry_of": str(p.retry_of) if p.retry_of else None,
     }
 
 

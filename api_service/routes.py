@@ -46,7 +46,18 @@ ROUTES = [
         methods=["GET", "POST"],
         name="payrolls",
     ),
-    Route("/payrolls/{payroll_id}", protected(payrolls.get_payroll), methods=["GET"], name="get_payroll"),
+    Route(
+        "/payrolls/{payroll_id}",
+        protected(by_method(GET=payrolls.get_payroll, DELETE=payrolls.delete_payroll)),
+        methods=["GET", "DELETE"],
+        name="payroll",
+    ),
+    Route(
+        "/payrolls/{payroll_id}/retry",
+        protected(payrolls.retry_payroll),
+        methods=["POST"],
+        name="retry_payroll",
+    ),
     Route(
         "/payrolls/{payroll_id}/process",
         protected(payrolls.process_payroll),

@@ -305,6 +305,25 @@ class CreatePayrollIn(BaseModel):
         )
 
 
+class RetryPayrollIn(BaseModel):
+    """`POST /payrolls/{id}/retry`; the body is optional (none, or `{}`: the default reference)."""
+
+    model_config = _REQUEST
+
+    reference: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=100, json_schema_extra={"pattern": PLAIN_TEXT_PATTERN}),
+            AfterValidator(_plain_text),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="The new payroll's reference, unique per employer. Default: `<old reference>-retry-<n>`, "
+        "the smallest n ≥ 1 the employer has not used.",
+    )
+
+
 class ProcessPayrollIn(BaseModel):
     """`POST /payroll/process`, the seed UI's form of `POST /payrolls/{id}/process`."""
 
@@ -355,6 +374,10 @@ class PayrollOut(BaseModel):
     paid_amount: Money = Field(description="The sum of the PAID items.")
     created_at: datetime
     updated_at: datetime
+    retry_of: uuid.UUID | None = Field(
+        description="The payroll whose FAILED items this one pays again (POST /payrolls/{id}/retry); null "
+        "for a payroll posted to POST /payrolls."
+    )
 
 
 class PayrollDetailOut(PayrollOut):
@@ -414,6 +437,12 @@ class ProblemOut(BaseModel):
     errors: list[FieldErrorOut] | None = Field(None, description="On validation failures (422).")
     payroll_id: uuid.UUID | None = Field(
         None, description="On 409 duplicate reference: the existing payroll."
+    )
+    payroll_status: PayrollStatusName | None = Field(
+        None, description="On 409 payroll-final, payroll-not-draft, payroll-not-final: the payroll's status."
+    )
+    retry_id: uuid.UUID | None = Field(
+        None, description="On 409 already-retried: the payroll that retries it."
     )
 
 

@@ -20,6 +20,7 @@ Executor = Connection | asyncpg.Pool
 # Named constraints whose violation is a domain fact, not a bug.
 _CONSTRAINT_ERRORS: dict[str, type[errors.PayrunError]] = {
     "payrolls_employer_reference_key": errors.DuplicateReference,
+    "payrolls_retry_of_key": errors.AlreadyRetried,
 }
 
 

@@ -62,6 +62,22 @@ class PayrollFinal(PayrunError):
     """The payroll has already reached a final state and cannot be processed again."""
 
 
+class PayrollNotDraft(PayrunError):
+    """Only a DRAFT payroll can be deleted."""
+
+
+class PayrollNotFinal(PayrunError):
+    """Only a payroll in a final state can be retried."""
+
+
+class NothingToRetry(PayrunError):
+    """The payroll has no FAILED item to pay again."""
+
+
+class AlreadyRetried(PayrunError):
+    """The payroll's FAILED items are already in a retry payroll: retry that one."""
+
+
 class IdempotencyKeyReused(PayrunError):
     """This Idempotency-Key was already used with a different request."""
 

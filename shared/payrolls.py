@@ -7,6 +7,10 @@ Design rules:
   in it); `create` and `start_processing` must be called inside one.
 - A payroll is PROCESSING if and only if its outbox rows exist: `start_processing` changes the status and
   writes the rows in the same transaction, and only from DRAFT.
+- Only a DRAFT is deleted (`delete_draft`), under the payroll's row lock, which `start_processing` takes too:
+  a payroll is processed or deleted, never both.
+- A retry (`retry_failed`) is a new DRAFT made of a final payroll's FAILED items, linked by `retry_of`; a
+  payroll has at most one retry, so its FAILED items are never in two payrolls that may both be paid.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class NewPayroll:
     reference: str
     currency: str
     items: tuple[NewItem, ...]
+    retry_of: uuid.UUID | None = None
 
     @property
     def total_amount(self) -> Decimal:
@@ -94,12 +99,13 @@ class Payroll:
     paid_amount: Decimal
     created_at: datetime
     updated_at: datetime
+    retry_of: uuid.UUID | None
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> Payroll:
         return cls(
             r["id"], r["reference"], r["currency"], PayrollStatus(r["status"]), r["item_count"],
-            r["total_amount"], r["paid_amount"], r["created_at"], r["updated_at"],
+            r["total_amount"], r["paid_amount"], r["created_at"], r["updated_at"], r["retry_of"],
         )  # fmt: skip
 
 
@@ -158,7 +164,7 @@ async def _create(conn: db.Connection, employer_id: uuid.UUID, new: NewPayroll) 
         async with conn.transaction(), db.translate_errors():
             row = await conn.fetchrow(
                 Q.insert_payroll, payroll_id, employer_id, new.reference, new.currency, len(new.items),
-                new.total_amount,
+                new.total_amount, new.retry_of,
             )  # fmt: skip
     except errors.DuplicateReference:
         existing = await conn.fetchval(Q.id_by_reference, employer_id, new.reference)
@@ -180,6 +186,83 @@ async def _create(conn: db.Connection, employer_id: uuid.UUID, new: NewPayroll) 
     )
     created = sorted((Item.from_record(r) for r in rows), key=lambda item: item.position)
     return Payroll.from_record(row), created
+
+
+RETRY_SUFFIX = "-retry-"
+MAX_REFERENCE_LENGTH = 100
+
+
+async def delete_draft(conn: db.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> None:
+    """Delete a DRAFT payroll and its items in one transaction (a savepoint of the caller's, if any); its
+    reference is free again.
+
+    Raises `PayrollNotFound` (also for a payroll already deleted), or `PayrollNotDraft` naming its status.
+    The payroll's row is locked first: a concurrent `start_processing` either committed before (the payroll
+    is PROCESSING: not deleted) or waits and then finds no payroll (not processed).
+    """
+    async with conn.transaction():
+        row = await conn.fetchrow(Q.lock_payroll, payroll_id, employer_id)
+        if row is None:
+            raise errors.PayrollNotFound()
+        status = PayrollStatus(row["status"])
+        if status != PayrollStatus.DRAFT:
+            raise errors.PayrollNotDraft(
+                f"the payroll is {status}: only a DRAFT payroll can be deleted", payroll_status=str(status)
+            )
+        await conn.execute(Q.delete_items, payroll_id)
+        await conn.execute(Q.delete_payroll, payroll_id)
+
+
+async def retry_failed(
+    conn: db.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID, reference: str | None = None
+) -> tuple[Payroll, list[Item]]:
+    """A new DRAFT payroll of the FAILED items of a payroll in a final state, linked to it by `retry_of`.
+
+    Same name, account, amount, provider, bank_code and narrative per item, positions from 0 in the old
+    order. `reference` defaults to `<old reference>-retry-<n>`, the smallest n the employer has not used (the
+    old reference shortened when the whole would exceed 100 characters). Raises `PayrollNotFound`,
+    `PayrollNotFinal` (DRAFT or PROCESSING), `AlreadyRetried` (naming the retry: retry that one instead),
+    `NothingToRetry` (no FAILED item) or `DuplicateReference`.
+    """
+    async with conn.transaction():
+        old = await conn.fetchrow(Q.lock_payroll, payroll_id, employer_id)
+        if old is None:
+            raise errors.PayrollNotFound()
+        status = PayrollStatus(old["status"])
+        if status not in FINAL_STATUSES:
+            raise errors.PayrollNotFinal(
+                f"the payroll is {status}: only a payroll in a final state can be retried",
+                payroll_status=str(status),
+            )
+        existing = await conn.fetchval(Q.retry_of_payroll, payroll_id)
+        if existing is not None:
+            raise errors.AlreadyRetried(
+                f"the payroll's FAILED items are already in payroll {existing}: retry that one instead",
+                retry_id=str(existing),
+            )
+        rows = await conn.fetch(Q.failed_items, payroll_id)
+        if not rows:
+            raise errors.NothingToRetry(f"the payroll is {status} and has no FAILED item to pay again")
+        items = tuple(
+            NewItem(
+                r["name"], r["account"], r["amount"], Provider(r["provider"]), r["bank_code"], r["narrative"]
+            )
+            for r in rows
+        )
+        if reference is None:
+            reference = await _retry_reference(conn, employer_id, old["reference"])
+        return await _create(conn, employer_id, NewPayroll(reference, old["currency"], items, payroll_id))
+
+
+async def _retry_reference(conn: db.Connection, employer_id: uuid.UUID, old_reference: str) -> str:
+    """`<old reference>-retry-<n>` with the smallest n ≥ 1 the employer has not used."""
+    n = 1
+    while True:
+        suffix = f"{RETRY_SUFFIX}{n}"
+        candidate = old_reference[: MAX_REFERENCE_LENGTH - len(suffix)] + suffix
+        if await conn.fetchval(Q.id_by_reference, employer_id, candidate) is None:
+            return candidate
+        n += 1
 
 
 async def get(conn: Executor, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> Payroll:

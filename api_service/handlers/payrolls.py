@@ -35,6 +35,32 @@ async def create_payroll(request: Request) -> Response:
     return await idempotency.run(state.of(request)["pool"], employer.id, key, request_hash, work)
 
 
+async def delete_payroll(request: Request) -> Response:
+    """`DELETE /payrolls/{id}`: a DRAFT and its items; 404 once it is gone, 409 when it is not a DRAFT."""
+    employer, payroll_id = auth.employer(request), _payroll_id(request)
+    async with state.of(request)["pool"].acquire() as conn:
+        await payrolls.delete_draft(conn, employer.id, payroll_id)
+    return Response(status_code=204)
+
+
+async def retry_payroll(request: Request) -> Response:
+    """`POST /payrolls/{id}/retry`: a new DRAFT of a final payroll's FAILED items (body optional)."""
+    employer, key = auth.employer(request), idempotency.key_of(request)
+    payroll_id = _payroll_id(request)
+    raw = await body.read_optional_json(request)
+    data = schemas.validate(schemas.RetryPayrollIn, {} if raw is None else raw)
+    request_hash = idempotency.fingerprint(
+        "POST", f"/payrolls/{payroll_id}/retry", idempotency.canonical(data.model_dump(mode="json"))
+    )
+
+    async def work(conn: db.Connection) -> idempotency.Reply:
+        payroll, items = await payrolls.retry_failed(conn, employer.id, payroll_id, data.reference)
+        headers = {"Location": render.payroll_path(payroll.id)}
+        return idempotency.Reply(201, render.payroll_detail(payroll, items), headers)
+
+    return await idempotency.run(state.of(request)["pool"], employer.id, key, request_hash, work)
+
+
 async def _process(request: Request, payroll_id: uuid.UUID, request_hash: bytes, key: str | None) -> Response:
     employer, resources = auth.employer(request), state.of(request)
     batch_size = resources["settings"].intasend_batch_size

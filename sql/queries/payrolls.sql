@@ -1,9 +1,11 @@
 -- insert_payroll --
 -- A new DRAFT payroll. Its item_count and total_amount were computed from the validated items; the unique
 -- constraint payrolls_employer_reference_key turns a second payroll with the same reference into a 409.
-INSERT INTO payrolls (id, employer_id, reference, currency, item_count, total_amount)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, reference, currency, status, item_count, total_amount, paid_amount, created_at, updated_at;
+-- $7: the payroll whose FAILED items this one pays again (POST /payrolls/{id}/retry), NULL otherwise.
+INSERT INTO payrolls (id, employer_id, reference, currency, item_count, total_amount, retry_of)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id, reference, currency, status, item_count, total_amount, paid_amount, created_at, updated_at,
+          retry_of;
 
 -- insert_items --
 -- Every item of a new payroll in one statement (10,000 items, one round trip): parallel arrays, unnested
@@ -21,7 +23,8 @@ SELECT id FROM payrolls WHERE employer_id = $1 AND reference = $2;
 -- get_payroll --
 -- One payroll of one employer (another employer's payroll is not found, exactly like a missing one).
 -- paid_amount is the sum of its PAID items, kept by a trigger on payroll_items (migration 0008).
-SELECT id, reference, currency, status, item_count, total_amount, paid_amount, created_at, updated_at
+SELECT id, reference, currency, status, item_count, total_amount, paid_amount, created_at, updated_at,
+       retry_of
 FROM payrolls
 WHERE id = $1 AND employer_id = $2;
 
@@ -38,7 +41,8 @@ ORDER BY position;
 -- on the first). $5 is the page size plus one, so the caller can tell whether another page follows.
 -- No item is read: paid_amount is the column a trigger keeps (migration 0008), so a page of 200 payrolls of
 -- 10,000 items each costs 201 index entries and rows, not 2,000,000 item rows.
-SELECT id, reference, currency, status, item_count, total_amount, paid_amount, created_at, updated_at
+SELECT id, reference, currency, status, item_count, total_amount, paid_amount, created_at, updated_at,
+       retry_of
 FROM payrolls
 WHERE employer_id = $1
   AND ($2::text IS NULL OR status = $2::text)
@@ -67,3 +71,30 @@ LEFT JOIN LATERAL (
     ) per_status
 ) c ON true
 WHERE p.id = $1 AND p.employer_id = $2;
+
+-- lock_payroll --
+-- One payroll of one employer, its row locked FOR UPDATE until the caller's transaction ends: deleting a
+-- DRAFT or retrying a final payroll decides on the status it reads here. start_payroll's UPDATE takes the
+-- same lock, so a concurrent process and delete are serialized: whichever commits first wins, and the
+-- other reads the outcome (PROCESSING: not deleted; gone: not processed).
+SELECT status, reference, currency FROM payrolls WHERE id = $1 AND employer_id = $2 FOR UPDATE;
+
+-- delete_items --
+-- A DRAFT payroll's items (locked by lock_payroll in the same transaction: no outbox row, no batch).
+DELETE FROM payroll_items WHERE payroll_id = $1;
+
+-- delete_payroll --
+-- The DRAFT payroll itself, after its items; its reference is free again.
+DELETE FROM payrolls WHERE id = $1;
+
+-- retry_of_payroll --
+-- The payroll that already retries $1 (the unique payrolls_retry_of_key: at most one), if any.
+SELECT id FROM payrolls WHERE retry_of = $1;
+
+-- failed_items --
+-- What a retry pays again: the FAILED items only (never NEEDS_REVIEW: the provider may have paid them; never
+-- PAID or CANCELLED), in their order, with everything a new item needs.
+SELECT name, account, amount, provider, bank_code, narrative
+FROM payroll_items
+WHERE payroll_id = $1 AND status = 'FAILED'
+ORDER BY position;
