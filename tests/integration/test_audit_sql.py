@@ -30,7 +30,7 @@ from dispatcher_service import batch_flow, retry
 from dispatcher_service.dispatcher import Dispatcher
 from dispatcher_service.limiter import ProviderRateLimiter
 from dispatcher_service.retry import ProviderCaller
-from shared import batches
+from shared import batches, payrolls
 from shared.settings import Settings
 from tests import factories
 from tests.fakes import FakeIntaSend
@@ -166,6 +166,7 @@ class World:
     stuck_expired: uuid.UUID
     failing_account: str
     undetermined_account: str
+    retry: uuid.UUID  # retries the partial payroll's FAILED item, which fails again (FAILED)
 
 
 ACCOUNTS = [f"2547000000{n:02d}" for n in range(10)]
@@ -188,6 +189,12 @@ async def world(pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.Monke
     assert await _process(pool, database_url, provider, [completed, partial, review]) == {
         completed: "COMPLETED", partial: "PARTIALLY_FAILED", review: "NEEDS_REVIEW",
     }  # fmt: skip
+
+    # The clerk retries the partial payroll's FAILED item (POST /payrolls/{id}/retry); it fails again.
+    async with pool.acquire() as conn:
+        retried, _ = await payrolls.retry_failed(conn, acme, partial)
+        await payrolls.start_processing(conn, acme, retried.id, batch_size=500)
+    assert await _process(pool, database_url, provider, [retried.id]) == {retried.id: "FAILED"}
 
     # IntaSend called back (twice, the same update) about the completed payroll's batch.
     tracking_id = await pool.fetchval(
@@ -234,7 +241,7 @@ async def world(pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.Monke
     )
     return World(
         acme, beta, completed, partial, review, dead_failed, dead_review, stuck_pending, stuck_expired,
-        partial_accounts[1], review_accounts[0],
+        partial_accounts[1], review_accounts[0], retried.id,
     )  # fmt: skip
 
 
@@ -244,7 +251,11 @@ async def _variables(
     payroll = payroll or w.completed
     dead_row = await pool.fetchval("SELECT id FROM outbox WHERE payroll_id = $1", w.dead_review)
     reference = await pool.fetchval("SELECT reference FROM payrolls WHERE id = $1", payroll)
+    failed_item = await pool.fetchval(
+        "SELECT id FROM payroll_items WHERE payroll_id = $1 AND account = $2", w.partial, w.failing_account
+    )
     return {
+        "item_id": failed_item,
         "payroll_id": payroll,
         "outbox_id": dead_row,
         "minutes": 15,
@@ -325,6 +336,21 @@ async def test_every_audit_query_runs_and_answers_the_question(pool: asyncpg.Poo
     assert len(unpaid) == 4 and all("gave up after 3" in r["failure_reason"] for r in unpaid)
     assert all(r["tracking_id"] is None for r in unpaid)
 
+    attempts = await run("An item's attempts across retries")
+    assert [(r["attempt"], r["payroll_id"], r["status"]) for r in attempts] == [
+        (1, w.partial, "FAILED"), (2, w.retry, "FAILED"),
+    ]  # fmt: skip
+    assert {(r["account"], r["amount"]) for r in attempts} == {(w.failing_account, Decimal("100.00"))}
+    assert attempts[1]["retry_of"] == w.partial and attempts[1]["position"] == 0
+    assert all(r["tracking_id"] and "Invalid M-Pesa account" in r["failure_reason"] for r in attempts)
+    # The same history from the retry's item.
+    retry_item = await pool.fetchval("SELECT id FROM payroll_items WHERE payroll_id = $1", w.retry)
+    assert [r["item_id"] for r in await run("An item's attempts across retries", item_id=retry_item)] == [
+        r["item_id"] for r in attempts
+    ]
+    [paid_once] = await run("An item's attempts across retries", item_id=attempts[0]["item_id"] - 1)
+    assert paid_once["status"] == "PAID" and paid_once["attempt"] == 1
+
     [row] = await run("The rows and IntaSend batches of a payroll")
     assert (row["status"], row["items"], row["stage"], row["status_code"]) == (
         "done",
@@ -400,8 +426,8 @@ async def test_every_audit_query_runs_and_answers_the_question(pool: asyncpg.Poo
         ):
             t[key] = t.get(key, 0) + r[key]
     assert totals == {
-        "Acme": {"paid_items": 21, "paid_amount": Decimal("2100.00"), "failed_items": 5,
-                 "failed_amount": Decimal("500.00"), "review_items": 1, "review_amount": Decimal("100.00")},
+        "Acme": {"paid_items": 21, "paid_amount": Decimal("2100.00"), "failed_items": 6,
+                 "failed_amount": Decimal("600.00"), "review_items": 1, "review_amount": Decimal("100.00")},
         "Beta": {"paid_items": 0, "paid_amount": Decimal("0"), "failed_items": 0, "failed_amount": Decimal("0"),
                  "review_items": 5, "review_amount": Decimal("1250.00")},
     }  # fmt: skip
@@ -492,7 +518,10 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
     create_archive, move, prune_keys = retention
     await pool.execute(create_archive)
     await pool.execute(create_archive)  # safe to run twice
-    finished = {w.completed, w.partial, w.review, w.dead_failed, w.dead_review}
+    # A payroll whose retry is still live stays with it: the dead-in-initiate payroll, retried (a DRAFT).
+    async with pool.acquire() as conn:
+        draft_retry, _ = await payrolls.retry_failed(conn, w.acme, w.dead_failed)
+    finished = {w.completed, w.partial, w.retry, w.review, w.dead_review}
     await pool.execute(psql_substitute(move, {"months": 1}))
     assert await pool.fetchval("SELECT count(*) FROM archive.payrolls") == 0, "nothing is a month old yet"
     await pool.execute(psql_substitute(move, {"months": 0}))
@@ -500,13 +529,22 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
     assert {r["id"] for r in await pool.fetch("SELECT id FROM payrolls")} == {
         w.stuck_pending,
         w.stuck_expired,
+        w.dead_failed,
+        draft_retry.id,
     }
+    assert await pool.fetchval("SELECT retry_of FROM archive.payrolls WHERE id = $1", w.retry) == w.partial
     for table in ("payroll_items", "outbox", "provider_batches", "outbox_attempts", "provider_callbacks"):
         live = await pool.fetchval(f"SELECT count(*) FROM {table}")
         archived = await pool.fetchval(f"SELECT count(*) FROM archive.{table}")
         assert archived > 0, table
-        if table in ("provider_batches", "outbox_attempts", "provider_callbacks"):
+        if table in ("provider_batches", "provider_callbacks"):
             assert live == 0, table
+    kept_attempts = await pool.fetchval(
+        "SELECT count(*) FROM outbox_attempts a JOIN outbox o ON o.id = a.outbox_id WHERE o.payroll_id = $1",
+        w.dead_failed,
+    )
+    assert kept_attempts > 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox_attempts") == kept_attempts
     await pool.execute(psql_substitute(move, {"months": 0}))  # again: nothing left to move, no error
 
     async with pool.acquire() as conn:
