@@ -412,6 +412,13 @@ def _resolution_rules(schema: dict[str, Any]) -> None:
     ]
 
 
+def _whole_number(value: object) -> object:
+    """JSON says 5.0 is the integer 5 (the body parser reads it as Decimal("5.0")); 5.5 stays an error."""
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
 ProviderReference = Annotated[
     str,
     Field(min_length=1, max_length=REFERENCE_MAX_LENGTH, json_schema_extra={"pattern": PLAIN_TEXT_PATTERN}),
@@ -429,7 +436,9 @@ class ItemResolutionIn(BaseModel):
 
     model_config = ConfigDict(**_REQUEST, json_schema_extra=_resolution_rules)
 
-    item_id: int = Field(ge=1, le=MAX_ITEM_ID, description="payroll_items.id (the item's `id`).")
+    item_id: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        ge=1, le=MAX_ITEM_ID, description="payroll_items.id (the item's `id`)."
+    )
     status: Literal["PAID", "FAILED"]
     provider_reference: ProviderReference | None = Field(
         None, validate_default=True, description="PAID only, and required there: the provider's reference."

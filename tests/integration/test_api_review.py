@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api_service import schemas
 from shared import operators
 from tests import factories
 from tests.integration import api_support as api
@@ -111,6 +112,7 @@ async def test_resolving_paid_and_failed_completes_the_payroll(
     response = await client.post(RESOLVE, json=body, headers=api.auth(op["api_key"]))
     assert response.status_code == 200, response.text
     answer = response.json()
+    schemas.ResolveItemsOut.model_validate(answer)  # as /openapi.json describes it
     assert answer["payrolls"] == [{"id": str(payroll_id), "status": "PARTIALLY_FAILED"}]
     first, second = answer["resolutions"]
     assert (first["item_id"], first["to_status"], first["provider_reference"], first["reason"]) == (
@@ -198,6 +200,7 @@ async def test_all_or_nothing_when_one_item_is_not_needs_review(
         ([{**_paid(1), "reason": "why"}], ["items[0].reason"]),
         ([{"item_id": 1, "status": "NEEDS_REVIEW"}], ["items[0].status"]),
         ([{"item_id": "1", "status": "PAID", "provider_reference": "R"}], ["items[0].item_id"]),
+        ([{"item_id": 1.5, "status": "PAID", "provider_reference": "R"}], ["items[0].item_id"]),
         ([{**_paid(1), "extra": 1}], ["items[0].extra"]),
         ([], ["items"]),
     ],

@@ -1,5 +1,5 @@
 """The OpenAPI document tells the truth: schemathesis generates requests from `GET /openapi.json` and sends
-them to the ASGI app (on a fresh database, with a valid employer key), and every one of its checks holds:
+them to the ASGI app (on a fresh database, with a valid employer key, or operator key for /ops/ routes), and every one of its checks holds:
 no 5xx, every status code and content type and header documented, every body as its schema says, and a
 request the schema allows is accepted (so the schema states the API's real constraints: patterns, lengths,
 enums). Deterministic (derandomize) and bounded (max_examples per operation) so CI is stable."""
@@ -21,7 +21,7 @@ from schemathesis.config import SchemathesisConfig
 
 from api_service import idempotency, openapi, render
 from api_service.app import create_app
-from shared import employers
+from shared import employers, operators
 from tests.integration import api_support as api
 
 load_all_checks()
@@ -39,6 +39,15 @@ async def employer_key(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
     try:
         return (await employers.create(conn, "Schema Ltd"))["api_key"]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def operator_key(database_url: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return (await operators.create(conn, "schema.operator"))["api_key"]
     finally:
         await conn.close()
 
@@ -94,10 +103,14 @@ schema.app = THE_APP
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_the_api_does_what_its_openapi_document_says(case: Any, app: Any, employer_key: str) -> None:
+def test_the_api_does_what_its_openapi_document_says(
+    case: Any, app: Any, employer_key: str, operator_key: str
+) -> None:
     key = (case.headers or {}).get(idempotency.HEADER)
     if key is not None:
         # A key is single-use: reused with another request it is a 422, by design, and "not used before" is
         # not something a schema can state. Every example gets a key of its own, still of the schema's form.
         case.headers[idempotency.HEADER] = f"{key[:200]}-{uuid.uuid4().hex}"
-    case.call_and_validate(headers=api.auth(employer_key), checks=ALL_CHECKS)
+    # The /ops/ routes take an operator's key (their `security` says so), every other route an employer's.
+    api_key = operator_key if case.path.startswith("/ops/") else employer_key
+    case.call_and_validate(headers=api.auth(api_key), checks=ALL_CHECKS)
