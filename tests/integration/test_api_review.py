@@ -277,3 +277,9 @@ async def test_item_resolutions_is_append_only(client: httpx.AsyncClient, pool: 
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await pool.execute(statement)
     assert await pool.fetchval("SELECT count(*) FROM item_resolutions") == 1
+
+    # Only the retention move of docs/operations.md section 5 (tested with test_audit_sql.py) says it archives.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL payrun.archiving = 'on'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute("UPDATE item_resolutions SET note = 'x'")
