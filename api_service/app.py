@@ -43,6 +43,9 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> Starl
     key_book = keys.KeyBook(
         failure_rate=settings.api_auth_failure_rate, failure_burst=settings.api_auth_failure_burst
     )
+    operator_book = keys.OperatorBook(
+        failure_rate=settings.api_auth_failure_rate, failure_burst=settings.api_auth_failure_burst
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[state.State]:
@@ -52,7 +55,13 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> Starl
             async with the_pool.acquire() as conn:
                 await migrate.ensure_current(conn)
             log.info("api_started", host=settings.api_host, port=settings.api_port)
-            yield {"settings": settings, "pool": the_pool, "throttle": key_throttle, "keys": key_book}
+            yield {
+                "settings": settings,
+                "pool": the_pool,
+                "throttle": key_throttle,
+                "keys": key_book,
+                "operator_keys": operator_book,
+            }
         finally:
             if owned:
                 await the_pool.close()

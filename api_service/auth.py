@@ -1,7 +1,8 @@
 """`Authorization: Bearer <api_key>`: who the employer is, then that key's throttle.
 
 Every route but the open ones (health, readiness, metrics, the OpenAPI document, webhooks) is wrapped in
-`protected`. A missing or unknown key is a 401, and too many unknown keys from one client a 429 (keys.py says
+`protected` (an employer's key) or `operator_only` (an operator's key, the /ops/ routes): each looks the key
+up in its own table, so neither kind of key opens the other's routes (401). A missing or unknown key is a 401, and too many unknown keys from one client a 429 (keys.py says
 how unknown keys are kept from costing a query each); the key itself is never logged, only the employer's id.
 """
 
@@ -15,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api_service import state
-from shared import employers, errors
+from shared import employers, errors, operators
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 _SCOPE_KEY = "payrun.employer"
+_OPERATOR_SCOPE_KEY = "payrun.operator"
 _MAX_KEY_LENGTH = 512
 
 
@@ -57,4 +59,32 @@ def protected(endpoint: Endpoint) -> Endpoint:
 def employer(request: Request) -> employers.Employer:
     """The employer `protected` authenticated for this request."""
     found: employers.Employer = request.scope[_SCOPE_KEY]
+    return found
+
+
+async def authenticate_operator(request: Request) -> operators.Operator:
+    """The operator whose key the request carries, after that key's throttle lets it through."""
+    key = _api_key(request)
+    resources = state.of(request)
+    client = request.client.host if request.client else "unknown"
+    found = await resources["operator_keys"].holder(resources["pool"], key, client)
+    structlog.contextvars.bind_contextvars(operator_id=str(found.id))
+    await resources["throttle"].check(employers.hash_key(key))
+    return found
+
+
+def operator_only(endpoint: Endpoint) -> Endpoint:
+    """Wrap a route's endpoint so it runs only for an authenticated, unthrottled operator."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        request.scope[_OPERATOR_SCOPE_KEY] = await authenticate_operator(request)
+        return await endpoint(request)
+
+    return wrapper
+
+
+def operator(request: Request) -> operators.Operator:
+    """The operator `operator_only` authenticated for this request."""
+    found: operators.Operator = request.scope[_OPERATOR_SCOPE_KEY]
     return found

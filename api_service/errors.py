@@ -30,6 +30,8 @@ TABLE: dict[type[errors.PayrunError], tuple[int, str, str]] = {
     errors.Unauthenticated: (401, "unauthenticated", "Unauthenticated"),
     errors.NotFound: (404, "not-found", "Not found"),
     errors.PayrollNotFound: (404, "payroll-not-found", "Payroll not found"),
+    errors.ItemNotFound: (404, "item-not-found", "Item not found"),
+    errors.ItemNotInReview: (409, "item-not-in-review", "Item not awaiting review"),
     errors.DuplicateReference: (409, "duplicate-reference", "Duplicate reference"),
     errors.PayrollFinal: (409, "payroll-final", "Payroll already finished"),
     errors.PayrollNotDraft: (409, "payroll-not-draft", "Payroll not a draft"),

@@ -1,4 +1,6 @@
-"""Which employer an API key belongs to, with a bounded number of queries whatever keys arrive.
+"""Whose an API key is (an employer's, or with `OperatorBook` an operator's), with a bounded number of queries
+whatever keys arrive. Each kind of key has a book of its own (its own memory and failure budget), and each
+book looks keys up in its own table only: an employer's key is unknown to the operators' book.
 
 - A key found in the last `VALID_TTL_S` seconds is answered from memory: valid keys cost no query, and a key
   deleted or changed in `employers` is still accepted for at most `VALID_TTL_S` by each API process. A key
@@ -21,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 import asyncpg
 
 from api_service.throttle import Bucket
-from shared import employers, errors
+from shared import db, employers, errors, operators
 
 VALID_TTL_S = 5.0
 KNOWN_TTL_S = 600.0
@@ -36,6 +38,7 @@ MAX_ENTRIES = 10_000
 CLIENT_SHARE = 10  # one client address gets 1/CLIENT_SHARE of the process's failure budget
 
 V = TypeVar("V")
+H = TypeVar("H")  # who holds a key: an Employer, an Operator
 
 
 class TooManyUnknownKeys(errors.Throttled):
@@ -69,19 +72,24 @@ class _Recent(Generic[V]):
             self._entries.popitem(last=False)
 
 
-class KeyBook:
+class _Book(Generic[H]):
     def __init__(
-        self, *, failure_rate: float, failure_burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        failure_rate: float,
+        failure_burst: int,
+        look_up: Callable[[db.Executor, str], Awaitable[H | None]],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._clock = clock
-        # key hash -> (valid until, employer), remembered for KNOWN_TTL_S
-        self._known: _Recent[tuple[float, employers.Employer]] = _Recent(KNOWN_TTL_S, clock)
+        self._clock, self._fetch = clock, look_up
+        # key hash -> (valid until, holder), remembered for KNOWN_TTL_S
+        self._known: _Recent[tuple[float, H]] = _Recent(KNOWN_TTL_S, clock)
         self._refused: _Recent[bool] = _Recent(REFUSED_TTL_S, clock)
         self._process = Bucket(failure_rate, failure_burst, clock=clock)
         self._client_rate = failure_rate / CLIENT_SHARE
         self._client_burst = max(1.0, failure_burst / CLIENT_SHARE)
         self._clients: OrderedDict[str, Bucket] = OrderedDict()
-        self._in_flight: dict[bytes, asyncio.Future[employers.Employer | None]] = {}
+        self._in_flight: dict[bytes, asyncio.Future[H | None]] = {}
 
     def _client(self, address: str) -> Bucket:
         bucket = self._clients.get(address)
@@ -93,8 +101,8 @@ class KeyBook:
             self._clients.move_to_end(address)
         return bucket
 
-    async def employer(self, pool: asyncpg.Pool, api_key: str, client: str) -> employers.Employer:
-        """The key's employer, or `Unauthenticated` (401) / `TooManyUnknownKeys` (429)."""
+    async def holder(self, pool: asyncpg.Pool, api_key: str, client: str) -> H:
+        """Whose the key is, or `Unauthenticated` (401) / `TooManyUnknownKeys` (429)."""
         key_hash = employers.hash_key(api_key)
         known = self._known.get(key_hash)
         if known is not None and known[0] > self._clock():
@@ -108,7 +116,7 @@ class KeyBook:
 
     async def _shared_look_up(
         self, pool: asyncpg.Pool, api_key: str, key_hash: bytes, client: str | None
-    ) -> employers.Employer | None:
+    ) -> H | None:
         pending = self._in_flight.get(key_hash)
         if pending is not None:
             await asyncio.wait([pending])  # cancels only this wait, never the shared lookup
@@ -129,13 +137,13 @@ class KeyBook:
 
     async def _look_up(
         self, pool: asyncpg.Pool, api_key: str, key_hash: bytes, client: str | None
-    ) -> employers.Employer | None:
+    ) -> H | None:
         """One query (the key's client address None: a key known to be valid a moment ago, no budget)."""
         budget = self._budget(client)
-        future: asyncio.Future[employers.Employer | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[H | None] = asyncio.get_running_loop().create_future()
         self._in_flight[key_hash] = future
         try:
-            found = await employers.by_api_key(pool, api_key)
+            found = await self._fetch(pool, api_key)
         except BaseException:
             future.cancel()  # the database failed (or the request went away), not the key: nothing spent
             raise
@@ -150,3 +158,29 @@ class KeyBook:
             self._known.put(key_hash, (self._clock() + VALID_TTL_S, found))
         future.set_result(found)
         return found
+
+
+class KeyBook(_Book[employers.Employer]):
+    """Employers' API keys."""
+
+    def __init__(
+        self, *, failure_rate: float, failure_burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(
+            failure_rate=failure_rate, failure_burst=failure_burst, look_up=employers.by_api_key, clock=clock
+        )
+
+    async def employer(self, pool: asyncpg.Pool, api_key: str, client: str) -> employers.Employer:
+        """The key's employer, or `Unauthenticated` (401) / `TooManyUnknownKeys` (429)."""
+        return await self.holder(pool, api_key, client)
+
+
+class OperatorBook(_Book[operators.Operator]):
+    """Operators' keys (POST /ops/...): the same memory and budget rules, kept apart from employers' keys."""
+
+    def __init__(
+        self, *, failure_rate: float, failure_burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(
+            failure_rate=failure_rate, failure_burst=failure_burst, look_up=operators.by_api_key, clock=clock
+        )

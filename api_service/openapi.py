@@ -25,6 +25,8 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.PayrollPageOut, "serialization"),
     (schemas.PayrollStatusOut, "serialization"),
     (schemas.ProcessAcceptedOut, "serialization"),
+    (schemas.ResolveItemsIn, "validation"),
+    (schemas.ResolveItemsOut, "serialization"),
     (schemas.HealthOut, "serialization"),
     (schemas.ProblemOut, "serialization"),
 ]
@@ -308,6 +310,38 @@ PATHS: dict[str, dict[str, Any]] = {
     "/payroll/status/{payroll_id}": {
         "get": {**_STATUS_GET, "summary": "Poll a payroll (the seed UI's form)"}
     },
+    "/ops/items/resolve": {
+        "post": {
+            "security": [{"operator": []}],
+            "summary": "Settle NEEDS_REVIEW items (an operator's key)",
+            "description": (
+                "Every item of the body, or none, in one transaction: each must be NEEDS_REVIEW, or already "
+                "resolved exactly this way (same status and provider_reference or reason; the note is not "
+                "compared), which answers what was recorded then (`replayed: true`), so a retry is harmless. "
+                "Each resolution is recorded (append-only, with the operator), and each payroll that was "
+                "NEEDS_REVIEW gets its final status when no item of it needs review any more. An employer's "
+                "API key is refused (401)."
+            ),
+            "requestBody": {"required": True, "content": _json("ResolveItemsIn")},
+            "responses": {
+                "200": {"description": "Resolved (now, or already).", "content": _json("ResolveItemsOut")},
+                "404": {
+                    "description": "An `item_id` names no item (`item_id` says which).",
+                    "content": _PROBLEM,
+                },
+                **_problems(
+                    400,
+                    409,
+                    413,
+                    415,
+                    422,
+                    *_AUTHED,
+                    conflict="An item is not NEEDS_REVIEW, or was resolved another way (`item_id` says which); "
+                    "nothing was changed.",
+                ),
+            },
+        }
+    },
 }
 
 
@@ -327,7 +361,12 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": top["$defs"],
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "An employer's API key."}
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An employer's API key."},
+                "operator": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An operator's key (`payrun operator create`, prefix `pr_op_`).",
+                },
             },
         },
     }

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from shared import errors, payrolls
+from shared import errors, payrolls, resolutions
 
 
 def money(amount: Decimal) -> str:
@@ -96,6 +96,31 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 def processing_accepted(payroll_id: uuid.UUID) -> dict[str, Any]:
     return {"id": str(payroll_id), "status": "PROCESSING", "status_url": status_path(payroll_id)}
+
+
+def resolved(outcome: resolutions.Outcome) -> dict[str, Any]:
+    return {
+        "resolutions": [
+            {
+                "id": r.id,
+                "item_id": r.item_id,
+                "payroll_id": str(r.payroll_id),
+                "operator_id": str(r.operator_id),
+                "operator_name": r.operator_name,
+                "from_status": r.from_status,
+                "to_status": r.to_status,
+                "provider_reference": r.provider_reference,
+                "reason": r.reason,
+                "note": r.note,
+                "created_at": r.created_at.isoformat(),
+                "replayed": r.replayed,
+            }
+            for r in outcome.resolutions
+        ],
+        "payrolls": [
+            {"id": str(payroll_id), "status": str(status)} for payroll_id, status in outcome.payrolls
+        ],
+    }
 
 
 def encode_cursor(created_at: datetime, payroll_id: uuid.UUID) -> str:

@@ -1,4 +1,4 @@
-"""The route table, and nothing else: which path and method runs which endpoint, and which need a key."""
+"""The route table, and nothing else: which path and method runs which endpoint, and which need which key."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api_service import dashboard
-from api_service.auth import protected
-from api_service.handlers import ops, payrolls, webhooks
+from api_service.auth import operator_only, protected
+from api_service.handlers import ops, payrolls, review, webhooks
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -82,5 +82,12 @@ ROUTES = [
         protected(payrolls.payroll_status),
         methods=["GET"],
         name="payroll_status_seed",
+    ),
+    # An operator's key (`payrun operator create`), never an employer's.
+    Route(
+        "/ops/items/resolve",
+        operator_only(review.resolve_items),
+        methods=["POST"],
+        name="resolve_items",
     ),
 ]

@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared import errors, payrolls
+from shared import errors, payrolls, resolutions
 
 MAX_ITEMS = 10_000
 MAX_ERRORS = 100
@@ -406,6 +406,130 @@ class PayrollStatusOut(BaseModel):
     total_amount: Money
     paid_amount: Money
     updated_at: datetime
+
+
+# ---- POST /ops/items/resolve (an operator's key) -----------------------------------------------------------
+
+MAX_RESOLUTIONS = 1000
+MAX_ITEM_ID = 2**63 - 1  # payroll_items.id is a bigint
+REFERENCE_MAX_LENGTH = 200  # item_resolutions_provider_reference_check
+REASON_MAX_LENGTH = 2000  # item_resolutions_reason_check, _note_check
+_EVIDENCE = {"PAID": "provider_reference", "FAILED": "reason"}
+
+
+def _resolution_rules(schema: dict[str, Any]) -> None:
+    """What `_evidence` checks, stated in /openapi.json: PAID needs provider_reference, FAILED a reason,
+    and neither carries the other's field."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"status": {"const": status}}, "required": ["status"]},
+            "then": {
+                "required": [needed],
+                "properties": {
+                    needed: {"type": "string"},
+                    **{other: {"type": "null"} for other in _EVIDENCE.values() if other != needed},
+                },
+            },
+        }
+        for status, needed in _EVIDENCE.items()
+    ]
+
+
+def _whole_number(value: object) -> object:
+    """JSON says 5.0 is the integer 5 (the body parser reads it as Decimal("5.0")); 5.5 stays an error."""
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+ProviderReference = Annotated[
+    str,
+    Field(min_length=1, max_length=REFERENCE_MAX_LENGTH, json_schema_extra={"pattern": PLAIN_TEXT_PATTERN}),
+    AfterValidator(_plain_text),
+]
+Reason = Annotated[
+    str,
+    Field(min_length=1, max_length=REASON_MAX_LENGTH, json_schema_extra={"pattern": PLAIN_TEXT_PATTERN}),
+    AfterValidator(_plain_text),
+]
+
+
+class ItemResolutionIn(BaseModel):
+    """One NEEDS_REVIEW item's outcome, as IntaSend (or the statement) confirmed it."""
+
+    model_config = ConfigDict(**_REQUEST, json_schema_extra=_resolution_rules)
+
+    item_id: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        ge=1, le=MAX_ITEM_ID, description="payroll_items.id (the item's `id`)."
+    )
+    status: Literal["PAID", "FAILED"]
+    provider_reference: ProviderReference | None = Field(
+        None, validate_default=True, description="PAID only, and required there: the provider's reference."
+    )
+    reason: Reason | None = Field(
+        None, validate_default=True, description="FAILED only, and required there: why it was not paid."
+    )
+
+    @field_validator("provider_reference", "reason")
+    @classmethod
+    def _evidence(cls, value: str | None, info: ValidationInfo) -> str | None:
+        status = info.data.get("status")
+        needed = _EVIDENCE.get(status) if isinstance(status, str) else None
+        if needed is None:
+            return value
+        if info.field_name == needed and not value:
+            raise _error("evidence_missing", f"is required when status is {status}")
+        if info.field_name != needed and value is not None:
+            raise _error("evidence_unused", f"must be absent when status is {status}")
+        return value
+
+    def to_resolution(self) -> resolutions.Resolution:
+        return resolutions.Resolution(
+            self.item_id, payrolls.ItemStatus(self.status), self.provider_reference, self.reason
+        )
+
+
+class ResolveItemsIn(BaseModel):
+    """`POST /ops/items/resolve`: every item, or none."""
+
+    model_config = _REQUEST
+
+    items: list[ItemResolutionIn] = Field(min_length=1, max_length=MAX_RESOLUTIONS)
+    note: Reason | None = Field(
+        None, description="Kept with every resolution of this request (a ticket number, say)."
+    )
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_RESOLUTIONS:
+            raise _error("too_many_items", f"must have at most {MAX_RESOLUTIONS} items, not {len(value)}")
+        return value
+
+
+class ResolutionOut(BaseModel):
+    id: int
+    item_id: int
+    payroll_id: uuid.UUID
+    operator_id: uuid.UUID
+    operator_name: str
+    from_status: Literal["NEEDS_REVIEW"]
+    to_status: Literal["PAID", "FAILED"]
+    provider_reference: str | None
+    reason: str | None
+    note: str | None
+    created_at: datetime
+    replayed: bool = Field(description="True when an earlier request recorded this resolution.")
+
+
+class ResolvedPayrollOut(BaseModel):
+    id: uuid.UUID
+    status: PayrollStatusName
+
+
+class ResolveItemsOut(BaseModel):
+    resolutions: list[ResolutionOut] = Field(description="One per item asked, in the request's order.")
+    payrolls: list[ResolvedPayrollOut] = Field(description="The items' payrolls, with their status now.")
 
 
 class ProcessAcceptedOut(BaseModel):

@@ -1,5 +1,5 @@
 """What the lifespan hands every request (Starlette lifespan state): the pool, the settings, the throttle,
-the key book."""
+the key books."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.requests import Request
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from api_service.keys import KeyBook
+    from api_service.keys import KeyBook, OperatorBook
     from api_service.throttle import KeyThrottle
 
 
@@ -20,6 +20,7 @@ class State(TypedDict):
     pool: asyncpg.Pool
     throttle: KeyThrottle
     keys: KeyBook
+    operator_keys: OperatorBook
 
 
 def of(request: Request) -> State:

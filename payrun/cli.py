@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     which = set_wallet.add_mutually_exclusive_group(required=True)
     which.add_argument("--wallet-id", help="the employer's own IntaSend wallet")
     which.add_argument("--clear", action="store_true", help="back to the default wallet (INTASEND_WALLET_ID)")
+    operator = sub.add_parser("operator", help="manage operators (who settle NEEDS_REVIEW items)")
+    operator_sub = operator.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
+    create_operator = operator_sub.add_parser("create", help="create an operator and print its key once")
+    create_operator.add_argument("--name", required=True)
     sub.add_parser(
         "sim", help="serve the bundled IntaSend simulator (see `payrun sim --help`)", add_help=False
     )
@@ -81,6 +85,18 @@ async def _set_wallet(settings: Settings, employer_id: uuid.UUID, wallet_id: str
     print(json.dumps(changed))
 
 
+async def _create_operator(settings: Settings, name: str) -> None:
+    from shared import db, migrate, operators
+
+    conn = await db.connect(settings.require_database_url())
+    try:
+        await migrate.ensure_current(conn)
+        created = await operators.create(conn, name)
+    finally:
+        await conn.close()
+    print(json.dumps(created))
+
+
 def _employer(args: argparse.Namespace, settings: Settings) -> None:
     from shared import employers
 
@@ -114,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(_migrate(settings))
         elif args.command == "employer":
             _employer(args, settings)
+        elif args.command == "operator":
+            from shared import operators
+
+            asyncio.run(_create_operator(settings, operators.check_name(args.name)))
         elif args.command == "api":
             from api_service.__main__ import serve
 
@@ -127,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
 
             run_dev(settings)
     except PayrunError as exc:
-        what = f"{args.command} {args.employer_command}" if args.command == "employer" else args.command
+        what = args.command
+        if args.command in ("employer", "operator"):
+            what += " " + getattr(args, f"{args.command}_command")
         print(f"payrun {what}: {exc}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:  # connection refused, unknown host, socket missing

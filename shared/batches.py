@@ -19,7 +19,7 @@ import asyncpg
 
 from shared import db, metrics, outbox, sqlfiles
 from shared.outbox import RowStatus
-from shared.payrolls import ItemStatus
+from shared.payrolls import ItemStatus, PayrollStatus
 
 Q = sqlfiles.queries("batches")
 
@@ -161,12 +161,21 @@ async def approved_age_s(pool: asyncpg.Pool, batch_id: int) -> float | None:
     return age
 
 
+async def close_payroll(
+    conn: db.Connection, payroll_id: uuid.UUID, from_status: PayrollStatus
+) -> asyncpg.Record | None:
+    """Give a payroll in `from_status` its state from its items' (THE rule: close_payroll); the caller holds
+    its lock. None when the payroll is not in `from_status`."""
+    closed: asyncpg.Record | None = await conn.fetchrow(Q.close_payroll, payroll_id, from_status.value)
+    return closed
+
+
 async def _close_if_last(conn: db.Connection, payroll_id: uuid.UUID) -> str | None:
     await conn.fetchval(Q.lock_payroll, payroll_id)
     if await conn.fetchval(Q.payroll_open_rows, payroll_id):
         await conn.execute(Q.touch_payroll, payroll_id)
         return None
-    closed = await conn.fetchrow(Q.close_payroll, payroll_id)
+    closed = await close_payroll(conn, payroll_id, PayrollStatus.PROCESSING)
     if closed is None:
         return None
     metrics.PAYROLL_DURATION.observe(max(0.0, closed["duration_s"] or 0.0))

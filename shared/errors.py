@@ -54,6 +54,14 @@ class PayrollNotFound(NotFound):
     """No such payroll."""
 
 
+class ItemNotFound(NotFound):
+    """No such payroll item."""
+
+
+class ItemNotInReview(PayrunError):
+    """The item is not NEEDS_REVIEW (any more), or was resolved another way."""
+
+
 class DuplicateReference(PayrunError):
     """A payroll with this reference already exists for this employer."""
 

@@ -70,21 +70,23 @@ SELECT status FROM payrolls WHERE id = $1 FOR UPDATE;
 SELECT count(*) FROM outbox WHERE payroll_id = $1 AND status NOT IN ('done', 'dead');
 
 -- close_payroll --
--- The last open row of a payroll finished: its final state follows from its items' states.
+-- THE rule for a payroll's final state, from its items' states. $2 is the state it closes from:
+-- PROCESSING when the last open row of a payroll finished (finished_at is set then), NEEDS_REVIEW when an
+-- operator resolved items (shared/resolutions.py; finished_at stays when payrun finished with it).
 UPDATE payrolls p
 SET status = CASE
         WHEN c.review > 0 THEN 'NEEDS_REVIEW'
         WHEN c.paid = c.total THEN 'COMPLETED'
         WHEN c.paid = 0 THEN 'FAILED'
         ELSE 'PARTIALLY_FAILED' END,
-    finished_at = now(), updated_at = now()
+    finished_at = CASE WHEN p.status = 'PROCESSING' THEN now() ELSE p.finished_at END, updated_at = now()
 FROM (
     SELECT count(*) AS total,
            count(*) FILTER (WHERE status = 'PAID') AS paid,
            count(*) FILTER (WHERE status = 'NEEDS_REVIEW' OR status NOT IN ('PAID', 'FAILED', 'CANCELLED')) AS review
     FROM payroll_items WHERE payroll_id = $1
 ) c
-WHERE p.id = $1 AND p.status = 'PROCESSING'
+WHERE p.id = $1 AND p.status = $2
 RETURNING p.status, extract(epoch FROM p.finished_at - p.processing_started_at)::float8 AS duration_s;
 
 -- touch_payroll --

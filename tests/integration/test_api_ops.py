@@ -160,6 +160,8 @@ async def test_openapi_describes_every_route_and_method(client: httpx.AsyncClien
             assert op["responses"], (path, method)
             if path.startswith("/payroll"):
                 assert "security" not in op and "401" in op["responses"], (path, method)
+            elif path.startswith("/ops/"):  # an operator's key, never an employer's
+                assert op["security"] == [{"operator": []}] and "401" in op["responses"], (path, method)
             else:
                 assert op["security"] == [], (path, method)
 

@@ -30,7 +30,8 @@ from dispatcher_service import batch_flow, retry
 from dispatcher_service.dispatcher import Dispatcher
 from dispatcher_service.limiter import ProviderRateLimiter
 from dispatcher_service.retry import ProviderCaller
-from shared import batches, payrolls
+from shared import batches, operators, payrolls, resolutions
+from shared.payrolls import ItemStatus
 from shared.settings import Settings
 from tests import factories
 from tests.fakes import FakeIntaSend
@@ -109,6 +110,7 @@ def test_the_documents_hold_the_promised_queries() -> None:
         "Every attempt and error of a row",
         "Rows stuck longer than N minutes",
         "Items needing review",
+        "Resolutions of review items",
         "Daily totals per employer",
     ):
         assert wanted in headings, f"docs/audit.md lost its section {wanted!r}"
@@ -498,9 +500,23 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
         "SELECT id FROM payroll_items WHERE payroll_id = $1 ORDER BY position", w.dead_review
     )]  # fmt: skip
     await resolve_item(items[0], "PAID", "QK99")
-    for item_id in items[1:-1]:
-        await resolve_item(item_id, "FAILED")
+    # The middle ones through the API's resolution (POST /ops/items/resolve), by an operator with a key.
+    async with pool.acquire() as conn:
+        jane = await operators.create(conn, "jane.doe")
+    await resolutions.resolve(
+        pool,
+        uuid.UUID(jane["id"]),
+        [resolutions.Resolution(i, ItemStatus.FAILED, reason="TS100: not sent") for i in items[1:-1]],
+        "ticket 5521",
+    )
     assert await pool.fetchval("SELECT status FROM payrolls WHERE id = $1", w.dead_review) == "NEEDS_REVIEW"
+    resolved = await _read_only(
+        pool, psql_substitute(_block(audit, "Resolutions of review items").sql, {"days": 1})
+    )
+    assert [(r["operator"], r["item_id"], r["to_status"], r["reason"], r["note"]) for r in resolved] == [
+        ("jane.doe", i, "FAILED", "TS100: not sent", "ticket 5521") for i in items[1:-1]
+    ]
+    assert {(r["employer"], r["payroll_status"]) for r in resolved} == {("Beta", "NEEDS_REVIEW")}
     await resolve_item(items[-1], "FAILED")
     assert (
         await pool.fetchval("SELECT status FROM payrolls WHERE id = $1", w.dead_review) == "PARTIALLY_FAILED"
@@ -533,11 +549,13 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
         draft_retry.id,
     }
     assert await pool.fetchval("SELECT retry_of FROM archive.payrolls WHERE id = $1", w.retry) == w.partial
-    for table in ("payroll_items", "outbox", "provider_batches", "outbox_attempts", "provider_callbacks"):
+    for table in (
+        "payroll_items", "outbox", "provider_batches", "outbox_attempts", "provider_callbacks", "item_resolutions",
+    ):  # fmt: skip
         live = await pool.fetchval(f"SELECT count(*) FROM {table}")
         archived = await pool.fetchval(f"SELECT count(*) FROM archive.{table}")
         assert archived > 0, table
-        if table in ("provider_batches", "provider_callbacks"):
+        if table in ("provider_batches", "provider_callbacks", "item_resolutions"):
             assert live == 0, table
     kept_attempts = await pool.fetchval(
         "SELECT count(*) FROM outbox_attempts a JOIN outbox o ON o.id = a.outbox_id WHERE o.payroll_id = $1",

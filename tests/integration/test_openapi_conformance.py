@@ -1,5 +1,5 @@
 """The OpenAPI document tells the truth: schemathesis generates requests from `GET /openapi.json` and sends
-them to the ASGI app (on a fresh database, with a valid employer key), and every one of its checks holds:
+them to the ASGI app (on a fresh database, with a valid employer key; the /ops/ routes get an operator's key), and every one of its checks holds:
 no 5xx, every status code and content type and header documented, every body as its schema says, and a
 request the schema allows is accepted (so the schema states the API's real constraints: patterns, lengths,
 enums). Deterministic (derandomize) and bounded (max_examples per operation) so CI is stable."""
@@ -21,7 +21,7 @@ from schemathesis.config import SchemathesisConfig
 
 from api_service import idempotency, openapi, render
 from api_service.app import create_app
-from shared import employers
+from shared import employers, operators
 from tests.integration import api_support as api
 
 load_all_checks()
@@ -43,12 +43,36 @@ async def employer_key(database_url: str) -> str:
         await conn.close()
 
 
+@pytest.fixture
+async def operator_key(database_url: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return (await operators.create(conn, "schema.operator"))["api_key"]
+    finally:
+        await conn.close()
+
+
 class _TheApp:
-    """The ASGI app schemathesis sends every request to (its checks' own probes too): the current test's."""
+    """The ASGI app schemathesis sends every request to (its checks' own probes too): the current test's.
+
+    The /ops/ routes take an operator's key (their `security` says so), the others an employer's: a request to
+    /ops/ carrying the test's employer key carries the test's operator key instead (any other Authorization,
+    or none, is left as schemathesis made it). Done here rather than in the test function, whose source seeds
+    the derandomized examples of every operation."""
 
     app: Any = None
+    swap: tuple[bytes, bytes] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/ops/") and self.swap:
+            employer, operator = self.swap
+            scope = {
+                **scope,
+                "headers": [
+                    (name, operator if name == b"authorization" and value == employer else value)
+                    for name, value in scope["headers"]
+                ],
+            }
         await self.app(scope, receive, send)
 
 
@@ -56,12 +80,13 @@ THE_APP = _TheApp()
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[Any]:
+def app(database_url: str, employer_key: str, operator_key: str) -> Iterator[Any]:
     # schemathesis runs the app (and its lifespan, which opens the pool) on an event loop of its own, and
     # ends the lifespan when the test ends.
     THE_APP.app = create_app(api.settings(database_url))
+    THE_APP.swap = (f"Bearer {employer_key}".encode(), f"Bearer {operator_key}".encode())
     yield THE_APP
-    THE_APP.app = None
+    THE_APP.app, THE_APP.swap = None, None
 
 
 # The document the app serves at GET /openapi.json (handlers/ops.py serves openapi.document() as it is),
