@@ -126,7 +126,7 @@ async def test_the_throttle_forgets_the_least_recently_used_keys() -> None:
 def test_the_named_queries_exist() -> None:
     assert set(sqlfiles.load("payrolls")) == {
         "insert_payroll", "insert_items", "id_by_reference", "get_payroll", "get_items", "list_payrolls",
-        "payroll_state", "status_summary",
+        "payroll_state", "status_summary", "items_page",
     }  # fmt: skip
     assert {
         "start_payroll",
