@@ -11,7 +11,7 @@ from typing import Any, get_args
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api_service import body, idempotency, schemas
+from api_service import body, export, idempotency, schemas
 
 _REF = "#/components/schemas/{model}"
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(model="ProblemOut")}}}
@@ -24,6 +24,7 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.PayrollDetailOut, "serialization"),
     (schemas.PayrollPageOut, "serialization"),
     (schemas.PayrollStatusOut, "serialization"),
+    (schemas.ItemPageOut, "serialization"),
     (schemas.ProcessAcceptedOut, "serialization"),
     (schemas.ResolveItemsIn, "validation"),
     (schemas.ResolveItemsOut, "serialization"),
@@ -48,7 +49,9 @@ _PROBLEMS = {
 
 _HEADER = {"schema": {"type": "string"}}
 # A custom `format` (OpenAPI allows any): a cursor is opaque, only what `next_cursor` gave out is accepted.
+# Each paged route has its own kind of cursor: GET /payrolls's, and GET /payrolls/{id}/items's.
 CURSOR_FORMAT = "payrun-cursor"
+ITEM_CURSOR_FORMAT = "payrun-item-cursor"
 
 
 def _json(model: str) -> dict[str, Any]:
@@ -111,6 +114,92 @@ _STATUS_GET = {
             "content": _json("PayrollStatusOut"),
         },
         "304": {"description": "Unchanged since the ETag in `If-None-Match`."},
+        **_problems(404, *_AUTHED),
+    },
+}
+
+
+def _status_param(names: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": list(names)},
+    }
+
+
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": schemas.PAGE_LIMIT_MAX,
+        "default": schemas.PAGE_LIMIT_DEFAULT,
+    },
+}
+
+
+def _cursor_param(cursor_format: str) -> dict[str, Any]:
+    return {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": schemas.CURSOR_MAX_LENGTH,
+            "pattern": r"^[A-Za-z0-9_-]+$",
+            "format": cursor_format,
+        },
+        "description": "`next_cursor` of the previous page, as it was given (opaque: any other value is a 422 "
+        "naming `cursor`).",
+    }
+
+
+_ITEMS_GET = {
+    "summary": "A payroll's items, a page at a time, in position order",
+    "description": "Each item once, in the order it was sent, with IntaSend's references. The ETag is that of "
+    "the page's body: a matching `If-None-Match` gets 304.",
+    "parameters": [
+        _PAYROLL_ID,
+        _status_param(get_args(schemas.ItemStatusName)),
+        _LIMIT,
+        _cursor_param(ITEM_CURSOR_FORMAT),
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+    ],
+    "responses": {
+        "200": {
+            "description": "One page.",
+            "headers": {"ETag": _HEADER, "Cache-Control": _HEADER},
+            "content": _json("ItemPageOut"),
+        },
+        "304": {"description": "Unchanged since the ETag in `If-None-Match`."},
+        **_problems(404, 422, *_AUTHED),
+    },
+}
+_ITEMS_CSV_GET = {
+    "summary": "Every item of a payroll as CSV (for accountants), streamed",
+    "description": "A header row, then one line per item in position order (RFC 4180, UTF-8, CRLF): "
+    + ", ".join(export.COLUMNS)
+    + ". `state` is the item's status, `amount` a decimal with two places, `paid_at` the time a PAID item "
+    "was last updated (empty otherwise). A text cell starting with `=`, `+`, `-`, `@`, a tab or a carriage "
+    "return gets a leading apostrophe (`'`), so that spreadsheets do not run it as a formula.",
+    "parameters": [_PAYROLL_ID],
+    "responses": {
+        "200": {
+            "description": "The CSV file.",
+            "headers": {
+                "Content-Disposition": {
+                    "description": 'attachment; filename="payroll-<reference>.csv" (ASCII stand-in) and '
+                    "filename*=UTF-8''<the exact name, percent-encoded>.",
+                    **_HEADER,
+                },
+                "Cache-Control": _HEADER,
+            },
+            "content": {export.MEDIA_TYPE: {"schema": {"type": "string"}}},
+        },
         **_problems(404, *_AUTHED),
     },
 }
@@ -201,33 +290,10 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "List payrolls, newest first",
             "parameters": [
-                {
-                    "name": "status",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "enum": list(get_args(schemas.PayrollStatusName))},
-                },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
-                },
-                {
-                    "name": "cursor",
-                    "in": "query",
-                    "required": False,
-                    "schema": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": schemas.CURSOR_MAX_LENGTH,
-                        "pattern": r"^[A-Za-z0-9_-]+$",
-                        "format": CURSOR_FORMAT,
-                    },
-                    "description": "`next_cursor` of the previous page, as it was given (opaque: any other "
-                    "value is a 422 naming `cursor`).",
-                },
-            ],  # fmt: skip
+                _status_param(get_args(schemas.PayrollStatusName)),
+                _LIMIT,
+                _cursor_param(CURSOR_FORMAT),
+            ],
             "responses": {
                 "200": {"description": "One page.", "content": _json("PayrollPageOut")},
                 **_problems(422, *_AUTHED),
@@ -290,6 +356,8 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/payrolls/{payroll_id}/items": {"get": _ITEMS_GET},
+    "/payrolls/{payroll_id}/items.csv": {"get": _ITEMS_CSV_GET},
     "/payrolls/{payroll_id}/process": {
         "post": {
             "summary": "Start paying a payroll",

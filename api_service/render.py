@@ -16,6 +16,9 @@ from typing import Any
 
 from shared import errors, payrolls, resolutions
 
+# The largest value payroll_items.position (an integer column) holds.
+MAX_POSITION = 2**31 - 1
+
 
 def money(amount: Decimal) -> str:
     return f"{amount:.2f}"
@@ -59,6 +62,33 @@ def item(i: payrolls.Item) -> dict[str, Any]:
 
 def payroll_detail(p: payrolls.Payroll, items: list[payrolls.Item]) -> dict[str, Any]:
     return {**payroll(p), "items": [item(i) for i in items]}
+
+
+def tracked_item(i: payrolls.TrackedItem) -> dict[str, Any]:
+    return {
+        "id": str(i.id),
+        "position": i.position,
+        "name": i.name,
+        "account": i.account,
+        "amount": money(i.amount),
+        "provider": str(i.provider),
+        "status": str(i.status),
+        "failure_reason": i.failure_reason,
+        "provider_reference": i.provider_reference,
+        "request_reference_id": i.request_reference_id,
+        "tracking_id": i.tracking_id,
+        "updated_at": i.updated_at.isoformat(),
+    }
+
+
+def item_page(found: payrolls.ItemPage) -> dict[str, Any]:
+    cursor = encode_item_cursor(found.next_after) if found.next_after is not None else None
+    return {"items": [tracked_item(i) for i in found.items], "next_cursor": cursor}
+
+
+def body_etag(body: bytes | memoryview) -> str:
+    """A strong validator of a rendered body: the same bytes, the same ETag."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def page(found: payrolls.Page) -> dict[str, Any]:
@@ -123,16 +153,37 @@ def resolved(outcome: resolutions.Outcome) -> dict[str, Any]:
     }
 
 
-def encode_cursor(created_at: datetime, payroll_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(payroll_id)], separators=(",", ":")).encode()
+# A cursor is opaque to clients: a JSON array, base64url-encoded without padding. GET /payrolls's holds the
+# (created_at, id) of the last payroll of a page, GET /payrolls/{id}/items's the position of the last item.
+# Each route accepts only its own kind; anything else is a 422 naming `cursor`.
+
+
+def _encode(values: list[Any]) -> str:
+    raw = json.dumps(values, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> Any:
+    """The JSON a cursor holds; ValueError (or binascii.Error, RecursionError) if it holds none."""
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    return json.loads(raw)
+
+
+def _bad_cursor() -> errors.InvalidRequest:
+    return errors.InvalidRequest(
+        "the cursor is not one this API gave out",
+        [{"field": "cursor", "message": "is not a valid cursor"}],
+    )
+
+
+def encode_cursor(created_at: datetime, payroll_id: uuid.UUID) -> str:
+    return _encode([created_at.isoformat(), str(payroll_id)])
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The (created_at, id) a cursor stands for, or a 422 naming `cursor`."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        decoded = json.loads(raw)
+        decoded = _decode(cursor)
         if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
             raise ValueError("not a cursor")
         at = datetime.fromisoformat(decoded[0])
@@ -140,7 +191,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive timestamp")
         return at, uuid.UUID(decoded[1])
     except (ValueError, binascii.Error, RecursionError):
-        raise errors.InvalidRequest(
-            "the cursor is not one this API gave out",
-            [{"field": "cursor", "message": "is not a valid cursor"}],
-        ) from None
+        raise _bad_cursor() from None
+
+
+def encode_item_cursor(position: int) -> str:
+    return _encode([position])
+
+
+def decode_item_cursor(cursor: str) -> int:
+    """The item position a cursor of GET /payrolls/{id}/items stands for, or a 422 naming `cursor`."""
+    try:
+        decoded = _decode(cursor)
+    except (ValueError, binascii.Error, RecursionError):
+        raise _bad_cursor() from None
+    if not (isinstance(decoded, list) and len(decoded) == 1 and type(decoded[0]) is int):
+        raise _bad_cursor()
+    position: int = decoded[0]
+    if not 0 <= position <= MAX_POSITION:
+        raise _bad_cursor()
+    return position

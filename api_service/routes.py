@@ -59,6 +59,15 @@ ROUTES = [
         name="retry_payroll",
     ),
     Route(
+        "/payrolls/{payroll_id}/items", protected(payrolls.list_items), methods=["GET"], name="payroll_items"
+    ),
+    Route(
+        "/payrolls/{payroll_id}/items.csv",
+        protected(payrolls.items_csv),
+        methods=["GET"],
+        name="payroll_items_csv",
+    ),
+    Route(
         "/payrolls/{payroll_id}/process",
         protected(payrolls.process_payroll),
         methods=["POST"],

@@ -332,6 +332,16 @@ class ProcessPayrollIn(BaseModel):
     payroll_id: PayrollId
 
 
+PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX = 50, 200
+# The page size and cursor of every paged route (GET /payrolls, GET /payrolls/{id}/items): one validation,
+# so a bad `limit` or `cursor` is the same 422 on both.
+PageLimit = Annotated[int, Field(ge=1, le=PAGE_LIMIT_MAX)]
+PageCursor = Annotated[
+    str | None,
+    Field(min_length=1, max_length=CURSOR_MAX_LENGTH, description="`next_cursor` of the last page."),
+]
+
+
 class ListPayrollsQuery(BaseModel):
     """`GET /payrolls` query parameters (strings from the URL, so not strict; other parameters are ignored)."""
 
@@ -340,10 +350,18 @@ class ListPayrollsQuery(BaseModel):
     status: (
         Literal["DRAFT", "PROCESSING", "COMPLETED", "PARTIALLY_FAILED", "FAILED", "NEEDS_REVIEW"] | None
     ) = None
-    limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(
-        None, min_length=1, max_length=CURSOR_MAX_LENGTH, description="`next_cursor` of the last page."
-    )
+    limit: PageLimit = PAGE_LIMIT_DEFAULT
+    cursor: PageCursor = None
+
+
+class ListItemsQuery(BaseModel):
+    """`GET /payrolls/{id}/items` query parameters (as ListPayrollsQuery: not strict, others ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["PENDING", "SUBMITTED", "PAID", "FAILED", "NEEDS_REVIEW", "CANCELLED"] | None = None
+    limit: PageLimit = PAGE_LIMIT_DEFAULT
+    cursor: PageCursor = None
 
 
 # ---- responses (rendered by api_service/render.py) -------------------------------------------------------
@@ -386,6 +404,24 @@ class PayrollDetailOut(PayrollOut):
 
 class PayrollPageOut(BaseModel):
     items: list[PayrollOut] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class ItemOut(PayrollItemOut):
+    """An item of `GET /payrolls/{id}/items`: as in the payroll detail, with its place and IntaSend's ids."""
+
+    position: int = Field(ge=0, description="Its index in the payroll as created (from 0).")
+    request_reference_id: str | None = Field(
+        description="IntaSend's id for this item within its batch; null until a batch carries it."
+    )
+    tracking_id: str | None = Field(
+        description="The tracking_id of the IntaSend batch that carries it; null until one does."
+    )
+    updated_at: datetime
+
+
+class ItemPageOut(BaseModel):
+    items: list[ItemOut] = Field(description="In position order.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 

@@ -130,6 +130,40 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedItem:
+    """An item as `GET /payrolls/{id}/items` and the CSV export show it: with IntaSend's references."""
+
+    id: int
+    position: int
+    name: str
+    account: str
+    amount: Decimal
+    provider: Provider
+    status: ItemStatus
+    failure_reason: str | None
+    provider_reference: str | None
+    request_reference_id: str | None
+    tracking_id: str | None  # of the IntaSend batch that carries it; None until one does
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> TrackedItem:
+        return cls(
+            r["id"], r["position"], r["name"], r["account"], r["amount"], Provider(r["provider"]),
+            ItemStatus(r["status"]), r["failure_reason"], r["provider_reference"], r["request_reference_id"],
+            r["tracking_id"], r["updated_at"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    reference: str  # the payroll's
+    items: list[TrackedItem]
+    # The position of the last item when another page follows, else None.
+    next_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSummary:
     id: uuid.UUID
     status: PayrollStatus
@@ -298,6 +332,32 @@ async def list_page(
     payrolls = [Payroll.from_record(r) for r in rows[:limit]]
     more = len(rows) > limit
     return Page(payrolls, (payrolls[-1].created_at, payrolls[-1].id) if more else None)
+
+
+async def items_page(
+    conn: Executor,
+    employer_id: uuid.UUID,
+    payroll_id: uuid.UUID,
+    *,
+    status: ItemStatus | None,
+    limit: int,
+    after: int | None,
+) -> ItemPage:
+    """One page of a payroll's items in position order, after position `after` (None: from the first), in one
+    indexed query. Raises `PayrollNotFound` for a payroll this employer does not have.
+
+    Pages are read one statement each: paging through a payroll that is being paid gives every item exactly
+    once (the position never changes), each as it was when its page was read.
+    """
+    rows = await conn.fetch(
+        Q.items_page, payroll_id, employer_id, str(status) if status else None,
+        -1 if after is None else after, limit + 1,
+    )  # fmt: skip
+    if not rows:
+        raise errors.PayrollNotFound()
+    found = [TrackedItem.from_record(r) for r in rows[:limit] if r["id"] is not None]
+    more = len(rows) > limit
+    return ItemPage(rows[0]["reference"], found, found[-1].position if more else None)
 
 
 async def start_processing(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from api_service import auth, body, idempotency, render, schemas, state
+from api_service import auth, body, export, idempotency, render, schemas, state
 from shared import db, errors, payrolls
 
 
@@ -107,6 +107,45 @@ async def list_payrolls(request: Request) -> Response:
         state.of(request)["pool"], employer.id, status=status, limit=query.limit, after=after
     )
     return JSONResponse(render.page(found))
+
+
+async def list_items(request: Request) -> Response:
+    """`GET /payrolls/{id}/items`: one page of items in position order. The ETag is the page's body's, so a
+    client re-reading a page that has not changed gets a 304 without the body."""
+    employer, payroll_id = auth.employer(request), _payroll_id(request)
+    query = schemas.validate(schemas.ListItemsQuery, dict(request.query_params))
+    after = render.decode_item_cursor(query.cursor) if query.cursor else None
+    status = payrolls.ItemStatus(query.status) if query.status else None
+    found = await payrolls.items_page(
+        state.of(request)["pool"], employer.id, payroll_id, status=status, limit=query.limit, after=after
+    )
+    response = JSONResponse(render.item_page(found))
+    headers = {"ETag": render.body_etag(response.body), "Cache-Control": "no-cache"}
+    if render.etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response
+
+
+async def items_csv(request: Request) -> Response:
+    """`GET /payrolls/{id}/items.csv`: every item, streamed in pages of export.PAGE_SIZE. The first page is
+    read before the response starts, so an unknown payroll is still a 404."""
+    employer, payroll_id = auth.employer(request), _payroll_id(request)
+    pool = state.of(request)["pool"]
+
+    async def page_after(after: int | None) -> payrolls.ItemPage:
+        return await payrolls.items_page(
+            pool, employer.id, payroll_id, status=None, limit=export.PAGE_SIZE, after=after
+        )
+
+    first = await page_after(None)
+    headers = {
+        "Content-Disposition": export.content_disposition(first.reference),
+        "Cache-Control": "no-store",
+    }
+    # HEAD: the same headers (no Content-Length, as GET sends none), and no page read after the first.
+    content = export.nothing() if request.method == "HEAD" else export.stream(first, page_after)
+    return StreamingResponse(content, media_type=export.MEDIA_TYPE, headers=headers)
 
 
 async def payroll_status(request: Request) -> Response:

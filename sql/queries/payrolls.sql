@@ -98,3 +98,28 @@ SELECT name, account, amount, provider, bank_code, narrative
 FROM payroll_items
 WHERE payroll_id = $1 AND status = 'FAILED'
 ORDER BY position;
+
+-- items_page --
+-- One page of a payroll's items in position order, optionally of one status, each with the tracking_id of
+-- the IntaSend batch that carries it (GET /payrolls/{id}/items and its CSV export). One statement per page:
+-- the payroll row (scoped to the employer: another employer's payroll is no row at all, exactly like a
+-- missing one), then, laterally, its items after position $4 (-1 on the first page) walking the
+-- (payroll_id, position) unique index, payroll_items_payroll_position_key. $5 is the page size plus one, so
+-- the caller can tell whether another page follows. A payroll with no item on this page still gives one row,
+-- its item columns NULL, so "no such payroll" and "no more items" are told apart without a second query.
+SELECT p.reference, i.id, i.position, i.name, i.account, i.amount, i.provider, i.status, i.failure_reason,
+       i.provider_reference, i.request_reference_id, i.tracking_id, i.updated_at
+FROM payrolls p
+LEFT JOIN LATERAL (
+    SELECT it.id, it.position, it.name, it.account, it.amount, it.provider, it.status, it.failure_reason,
+           it.provider_reference, it.request_reference_id, b.tracking_id, it.updated_at
+    FROM payroll_items it
+    LEFT JOIN provider_batches b ON b.id = it.provider_batch_id
+    WHERE it.payroll_id = p.id
+      AND ($3::text IS NULL OR it.status = $3::text)
+      AND it.position > $4::integer
+    ORDER BY it.position
+    LIMIT $5
+) i ON true
+WHERE p.id = $1 AND p.employer_id = $2
+ORDER BY i.position;

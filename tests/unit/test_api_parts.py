@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api_service import errors as http_errors
-from api_service import keys, render, throttle
+from api_service import export, keys, render, throttle
 from shared import employers, errors, payrolls, sqlfiles
 
 
@@ -92,6 +92,46 @@ def test_bad_cursors_are_422_naming_cursor(cursor: str) -> None:
     assert caught.value.errors[0]["field"] == "cursor"
 
 
+def test_item_cursors_round_trip_and_refuse_anything_else() -> None:
+    for position in (0, 1, 9_999, render.MAX_POSITION):
+        assert render.decode_item_cursor(render.encode_item_cursor(position)) == position
+    payroll_cursor = render.encode_cursor(datetime(2026, 11, 25, tzinfo=UTC), uuid.uuid4())
+    for bad in (payroll_cursor, "", "!!", "W10", "Wy0xXQ", "W3RydWVd", "WzEuMF0", "WzIxNDc0ODM2NDhd"):
+        with pytest.raises(errors.InvalidRequest) as caught:
+            render.decode_item_cursor(bad)
+        assert caught.value.errors == [{"field": "cursor", "message": "is not a valid cursor"}]
+    with pytest.raises(errors.InvalidRequest):
+        render.decode_cursor(render.encode_item_cursor(3))
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+254700000000", "'+254700000000"),
+        ("-5", "'-5"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("Jane = Doe", "Jane = Doe"),
+        ("'quoted", "'quoted"),
+        ("", ""),
+    ],
+)
+def test_csv_cells_that_look_like_formulas_get_an_apostrophe(cell: str, shown: str) -> None:
+    assert export.neutralise(cell) == shown
+
+
+def test_the_csv_filename_is_quoted_safely() -> None:
+    assert export.content_disposition("ACME-2026.11_a") == (
+        "attachment; filename=\"payroll-ACME-2026.11_a.csv\"; filename*=UTF-8''payroll-ACME-2026.11_a.csv"
+    )
+    header = export.content_disposition('a"b\\c;d\r\n/é%')
+    assert header.isascii() and "\r" not in header and "\n" not in header
+    assert header.startswith("attachment; filename=\"payroll-a_b_c_d_____.csv\"; filename*=UTF-8''")
+    assert header.endswith("payroll-a%22b%5Cc%3Bd%0D%0A%2F%C3%A9%25.csv")
+
+
 def test_etag_matching() -> None:
     assert render.etag_matches('"a"', '"a"')
     assert render.etag_matches('W/"a"', '"a"')
@@ -127,7 +167,7 @@ def test_the_named_queries_exist() -> None:
     assert set(sqlfiles.load("payrolls")) == {
         "insert_payroll", "insert_items", "id_by_reference", "get_payroll", "get_items", "list_payrolls",
         "payroll_state", "status_summary", "lock_payroll", "delete_items", "delete_payroll", "retry_of_payroll",
-        "failed_items",
+        "failed_items", "items_page",
     }  # fmt: skip
     assert {
         "start_payroll",
