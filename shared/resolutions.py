@@ -84,9 +84,18 @@ def _same(resolution: Resolution, row: asyncpg.Record) -> bool:
 async def resolve(
     pool: asyncpg.Pool, operator_id: uuid.UUID, asked: Sequence[Resolution], note: str | None
 ) -> Outcome:
-    """Resolve every item of `asked` or none. Raises `ItemNotFound` (an id names no item), `InvalidRequest`
-    (an item twice), `ItemNotInReview` (an item neither NEEDS_REVIEW nor already resolved the same way)."""
+    """Resolve every item of `asked` or none. Raises `ItemNotFound` (an id names no item), `ItemNotInReview`
+    (an item neither NEEDS_REVIEW nor already resolved the same way, or listed twice in two different ways).
+    An item listed twice the same way is one resolution, as a repeated request is."""
     _check(asked)
+    first: dict[int, Resolution] = {}
+    for resolution in asked:
+        if first.setdefault(resolution.item_id, resolution) != resolution:
+            raise errors.ItemNotInReview(
+                f"item {resolution.item_id} is listed twice, resolved two different ways; nothing was changed",
+                item_id=resolution.item_id,
+            )
+    asked = list(first.values())
     ids = [r.item_id for r in asked]
     async with pool.acquire() as conn, conn.transaction():
         payroll_ids = [r["payroll_id"] for r in await conn.fetch(Q.items_payrolls, ids)]
@@ -97,14 +106,6 @@ async def resolve(
                 raise errors.ItemNotFound(
                     f"no item has the id {resolution.item_id}", item_id=resolution.item_id
                 )
-        seen: set[int] = set()
-        for index, resolution in enumerate(asked):
-            if resolution.item_id in seen:
-                raise errors.InvalidRequest(
-                    "an item may be resolved once per request",
-                    [{"field": f"items[{index}].item_id", "message": "names an item listed before"}],
-                )
-            seen.add(resolution.item_id)
         to_do: list[Resolution] = []
         for resolution in asked:
             row = rows[resolution.item_id]

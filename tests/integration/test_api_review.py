@@ -214,15 +214,25 @@ async def test_invalid_resolutions_are_422_naming_the_field(
     assert [e["field"] for e in response.json()["errors"]] == fields
 
 
-async def test_an_item_twice_in_one_request_is_422(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+async def test_an_item_listed_twice_the_same_way_is_one_resolution_and_two_ways_a_conflict(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
     op = await _operator(pool)
-    _, ids = await _reviewed_payroll(pool, ["NEEDS_REVIEW"])
+    _, ids = await _reviewed_payroll(pool, ["NEEDS_REVIEW", "NEEDS_REVIEW"])
+    response = await client.post(
+        RESOLVE,
+        json={"items": [_paid(ids[0]), {"item_id": ids[1], "status": "FAILED", "reason": "not sent"},
+                        {"item_id": ids[1], "status": "PAID", "provider_reference": "QK1"}]},
+        headers=api.auth(op["api_key"]),
+    )  # fmt: skip
+    assert response.status_code == 409 and response.json()["item_id"] == str(ids[1]), response.text
+    assert await pool.fetchval("SELECT count(*) FROM item_resolutions") == 0
     response = await client.post(
         RESOLVE, json={"items": [_paid(ids[0]), _paid(ids[0])]}, headers=api.auth(op["api_key"])
     )
-    assert response.status_code == 422
-    assert [e["field"] for e in response.json()["errors"]] == ["items[1].item_id"]
-    assert await pool.fetchval("SELECT count(*) FROM item_resolutions") == 0
+    assert response.status_code == 200, response.text
+    assert [r["item_id"] for r in response.json()["resolutions"]] == [ids[0]]
+    assert await pool.fetchval("SELECT count(*) FROM item_resolutions") == 1
 
 
 async def test_keys_do_not_cross(client: httpx.AsyncClient, pool: asyncpg.Pool, key: str) -> None:
