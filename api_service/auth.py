@@ -9,13 +9,15 @@ how unknown keys are kept from costing a query each); the key itself is never lo
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api_service import state
+from api_service import keys, state
 from shared import employers, errors, operators
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -34,54 +36,58 @@ def _api_key(request: Request) -> str:
     return key
 
 
-async def authenticate(request: Request) -> employers.Employer:
-    """The employer whose key the request carries, after that key's throttle lets it through."""
+class _Holder(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+H = TypeVar("H", bound=_Holder)
+
+
+async def _authenticated(request: Request, book: keys.Book[H], log_as: str) -> H:
+    """Whoever the request's key belongs to in `book`, after that key's throttle lets it through."""
     key = _api_key(request)
     resources = state.of(request)
     client = request.client.host if request.client else "unknown"
-    employer = await resources["keys"].employer(resources["pool"], key, client)
-    structlog.contextvars.bind_contextvars(employer_id=str(employer.id))
+    found = await book.holder(resources["pool"], key, client)
+    structlog.contextvars.bind_contextvars(**{log_as: str(found.id)})
     await resources["throttle"].check(employers.hash_key(key))
-    return employer
+    return found
 
 
-def protected(endpoint: Endpoint) -> Endpoint:
-    """Wrap a route's endpoint so it runs only for an authenticated, unthrottled employer."""
+def _guard(
+    authenticate: Callable[[Request], Awaitable[object]], scope_key: str
+) -> Callable[[Endpoint], Endpoint]:
+    def wrap(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def wrapper(request: Request) -> Response:
+            request.scope[scope_key] = await authenticate(request)
+            return await endpoint(request)
 
-    @functools.wraps(endpoint)
-    async def wrapper(request: Request) -> Response:
-        request.scope[_SCOPE_KEY] = await authenticate(request)
-        return await endpoint(request)
+        return wrapper
 
-    return wrapper
+    return wrap
+
+
+async def authenticate(request: Request) -> employers.Employer:
+    """The employer whose key the request carries, after that key's throttle lets it through."""
+    return await _authenticated(request, state.of(request)["keys"], "employer_id")
+
+
+async def authenticate_operator(request: Request) -> operators.Operator:
+    """The operator whose key the request carries, after that key's throttle lets it through."""
+    return await _authenticated(request, state.of(request)["operator_keys"], "operator_id")
+
+
+# Wrap a route's endpoint so it runs only for an authenticated, unthrottled employer (or operator).
+protected = _guard(authenticate, _SCOPE_KEY)
+operator_only = _guard(authenticate_operator, _OPERATOR_SCOPE_KEY)
 
 
 def employer(request: Request) -> employers.Employer:
     """The employer `protected` authenticated for this request."""
     found: employers.Employer = request.scope[_SCOPE_KEY]
     return found
-
-
-async def authenticate_operator(request: Request) -> operators.Operator:
-    """The operator whose key the request carries, after that key's throttle lets it through."""
-    key = _api_key(request)
-    resources = state.of(request)
-    client = request.client.host if request.client else "unknown"
-    found = await resources["operator_keys"].holder(resources["pool"], key, client)
-    structlog.contextvars.bind_contextvars(operator_id=str(found.id))
-    await resources["throttle"].check(employers.hash_key(key))
-    return found
-
-
-def operator_only(endpoint: Endpoint) -> Endpoint:
-    """Wrap a route's endpoint so it runs only for an authenticated, unthrottled operator."""
-
-    @functools.wraps(endpoint)
-    async def wrapper(request: Request) -> Response:
-        request.scope[_OPERATOR_SCOPE_KEY] = await authenticate_operator(request)
-        return await endpoint(request)
-
-    return wrapper
 
 
 def operator(request: Request) -> operators.Operator:

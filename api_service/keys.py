@@ -72,7 +72,7 @@ class _Recent(Generic[V]):
             self._entries.popitem(last=False)
 
 
-class _Book(Generic[H]):
+class Book(Generic[H]):
     def __init__(
         self,
         *,
@@ -160,7 +160,7 @@ class _Book(Generic[H]):
         return found
 
 
-class KeyBook(_Book[employers.Employer]):
+class KeyBook(Book[employers.Employer]):
     """Employers' API keys."""
 
     def __init__(
@@ -175,7 +175,7 @@ class KeyBook(_Book[employers.Employer]):
         return await self.holder(pool, api_key, client)
 
 
-class OperatorBook(_Book[operators.Operator]):
+class OperatorBook(Book[operators.Operator]):
     """Operators' keys (POST /ops/...): the same memory and budget rules, kept apart from employers' keys."""
 
     def __init__(

@@ -66,15 +66,8 @@ def payroll_detail(p: payrolls.Payroll, items: list[payrolls.Item]) -> dict[str,
 
 def tracked_item(i: payrolls.TrackedItem) -> dict[str, Any]:
     return {
-        "id": str(i.id),
+        **item(i),
         "position": i.position,
-        "name": i.name,
-        "account": i.account,
-        "amount": money(i.amount),
-        "provider": str(i.provider),
-        "status": str(i.status),
-        "failure_reason": i.failure_reason,
-        "provider_reference": i.provider_reference,
         "request_reference_id": i.request_reference_id,
         "tracking_id": i.tracking_id,
         "updated_at": i.updated_at.isoformat(),

@@ -130,28 +130,20 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
-class TrackedItem:
+class TrackedItem(Item):
     """An item as `GET /payrolls/{id}/items` and the CSV export show it: with IntaSend's references."""
 
-    id: int
-    position: int
-    name: str
-    account: str
-    amount: Decimal
-    provider: Provider
-    status: ItemStatus
-    failure_reason: str | None
-    provider_reference: str | None
     request_reference_id: str | None
     tracking_id: str | None  # of the IntaSend batch that carries it; None until one does
     updated_at: datetime
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> TrackedItem:
+        item = Item.from_record(r)
         return cls(
-            r["id"], r["position"], r["name"], r["account"], r["amount"], Provider(r["provider"]),
-            ItemStatus(r["status"]), r["failure_reason"], r["provider_reference"], r["request_reference_id"],
-            r["tracking_id"], r["updated_at"],
+            item.id, item.position, item.name, item.account, item.amount, item.provider, item.status,
+            item.failure_reason, item.provider_reference, r["request_reference_id"], r["tracking_id"],
+            r["updated_at"],
         )  # fmt: skip
 
 
