@@ -170,10 +170,6 @@ class KeyBook(Book[employers.Employer]):
             failure_rate=failure_rate, failure_burst=failure_burst, look_up=employers.by_api_key, clock=clock
         )
 
-    async def employer(self, pool: asyncpg.Pool, api_key: str, client: str) -> employers.Employer:
-        """The key's employer, or `Unauthenticated` (401) / `TooManyUnknownKeys` (429)."""
-        return await self.holder(pool, api_key, client)
-
 
 class OperatorBook(Book[operators.Operator]):
     """Operators' keys (POST /ops/...): the same memory and budget rules, kept apart from employers' keys."""

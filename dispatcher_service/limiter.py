@@ -12,7 +12,7 @@ Three layers:
   provider stamps a request somewhere between those two moments, so however late a busy machine sends it
   or the provider reads it, the provider never sees more than max_rps in a second: every request it stamped
   in the second before a new one was still counted in the log when the new one was allowed to leave.
-  A grant is used at once or not at all: a request that finds more than GRANT_BOUND_S between asking the log
+  A grant is used at once or not at all: a request that finds more than GRANT_BOUND_S between the log's grant
   and being handed to the HTTP client (its process was paused) gives the place back and asks again.
   One assumption remains: a request whose answer never came back (its process died or froze) was stamped by
   the provider within STAMP_BOUND_S of its grant.
@@ -44,7 +44,7 @@ HEADROOM = 0.99
 # A request whose answer never came back (its dispatcher died) stops counting this long after it left plus
 # one window: the provider stamps requests when they arrive.
 STAMP_BOUND_S = 1.0
-# The most time allowed between asking the log for a place and handing the request to the HTTP client.
+# The most time allowed between the send log's grant and handing the request to the HTTP client.
 # Well under STAMP_BOUND_S, so a request that leaves is still counted when it arrives.
 GRANT_BOUND_S = 0.25
 # How often to ask the log again while it is held by requests still waiting for their answer.

@@ -210,7 +210,7 @@ class _Employers:
 
 async def _outcome(book: keys.KeyBook, pool: _Employers, key: str, client: str = "10.0.0.1") -> int:
     try:
-        await book.employer(pool, key, client)  # type: ignore[arg-type]
+        await book.holder(pool, key, client)  # type: ignore[arg-type]
     except errors.PayrunError as exc:
         return http_errors.lookup(exc)[0]
     return 200
@@ -234,7 +234,7 @@ async def test_the_process_budget_bounds_unknown_keys_from_many_clients() -> Non
     assert outcomes == [401] * 30 + [429] * 10
     assert pool.queries == 30
     with pytest.raises(keys.TooManyUnknownKeys) as refused:
-        await book.employer(pool, "bad-more", "10.9.9.9")  # type: ignore[arg-type]
+        await book.holder(pool, "bad-more", "10.9.9.9")  # type: ignore[arg-type]
     assert http_errors.render(refused.value).headers["retry-after"] == "1"
 
 
