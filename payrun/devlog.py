@@ -39,7 +39,7 @@ class LineView:
     def __init__(self, *, verbose: bool, as_json: bool, colors: bool) -> None:
         self.verbose = verbose
         self.as_json = as_json
-        self._console = structlog.dev.ConsoleRenderer(colors=colors, pad_event=24)
+        self._console = structlog.dev.ConsoleRenderer(colors=colors)
 
     def show(self, line: str, event: dict[str, Any] | None) -> str | None:
         """The text to print for a process's line (None: not shown)."""
