@@ -141,7 +141,7 @@ async def persist_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     finally:
         if sim.store is not None and request.method != "GET":
-            await sim.store.save(sim.state)
+            await sim.store.save(sim.state, unless_unchanged=_endpoint(request) == "status")
 
 
 @web.middleware

@@ -191,3 +191,24 @@ async def test_without_a_state_file_nothing_is_kept() -> None:
         await initiate_and_approve(client, ["254712345678"])
     finally:
         await client.close()
+
+
+async def test_status_writes_only_when_it_settled_something(start: Start, tmp_path: Path) -> None:
+    """Polling a batch still in flight rewrites nothing; the poll that settles it is written before its
+    answer (each write replaces the file, so its inode tells)."""
+    clock = FakeClock()
+    client = await start(clock)
+    batch = await initiate_and_approve(client, ["254712345678"])
+    path = tmp_path / "state.pickle"
+    written = path.stat().st_ino
+    for _ in range(3):
+        _, sending = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+        assert sending["status_code"] == "BP110"
+    assert path.stat().st_ino == written
+    clock.now += 10
+    _, done = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert done["status_code"] == "BC100"
+    assert path.stat().st_ino != written
+    snapshot = persistence.StateFile(path).load()
+    assert snapshot is not None
+    assert snapshot.attributes["batches"][batch["tracking_id"]].settled
