@@ -15,6 +15,7 @@ and one dispatcher, and one demo employer whose key is kept in .data/demo.json.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -52,7 +53,8 @@ class Stopped(Exception):
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): stopping matters more
+        print(text, file=sys.stderr, flush=True)
 
 
 def data_dir() -> Path:
@@ -74,11 +76,44 @@ def only_instance(directory: Path) -> Iterator[None]:
                 f"already running (pid {pid}, data in {directory}): stop it first (Ctrl-C in its terminal, "
                 f"or kill {pid})"
             ) from None
+        left = leftovers(directory)
+        if left:
+            pids = " ".join(str(p) for p in left)
+            raise DevError(
+                f"processes of a payrun dev that was killed still run (pids {pids}): stop them "
+                f"first (kill {pids})"
+            )
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         yield
+
+
+def _pids_file(directory: Path) -> Path:
+    return directory / "dev.pids"
+
+
+def leftovers(directory: Path) -> list[int]:
+    """Processes a `payrun dev` started and did not stop (it was killed with SIGKILL): still running, and
+    still `python -m payrun ...` (a pid may have been reused)."""
+    try:
+        listed = [int(p) for p in _pids_file(directory).read_text().split()]
+    except (OSError, ValueError):
+        return []
+    alive = []
+    for pid in listed:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone (or no /proc: nothing is reported)
+        if any(b"payrun" in part for part in command):
+            alive.append(pid)
+    return alive
+
+
+def _remember(directory: Path, children: list[devprocs.Child]) -> None:
+    _pids_file(directory).write_text("".join(f"{c.pid}\n" for c in children if c.process.returncode is None))
 
 
 def check_port_free(host: str, port: int, variable: str) -> None:
@@ -177,11 +212,11 @@ class Session:
     def _on_signal(self, sig: signal.Signals) -> None:
         self.signals += 1
         if self.signals == 1:
-            _say(f"\npayrun dev: {sig.name}: stopping (the dispatcher first); Ctrl-C again stops at once")
             self.stop_asked.set()
+            _say(f"\npayrun dev: {sig.name}: stopping (the dispatcher first); Ctrl-C again stops at once")
         else:
-            _say("payrun dev: stopping at once")
             self.hurry.set()
+            _say("payrun dev: stopping at once")
 
     def _on_line(self, child: devprocs.Child, line: str) -> None:
         event = devlog.parse(line)
@@ -190,12 +225,14 @@ class Session:
             child.seen.set()
         text = self.plan.view.show(line, event)
         if text is not None:
-            print(f"{child.name:<10} | {text}", file=self.plan.out, flush=True)
+            with contextlib.suppress(OSError):
+                print(f"{child.name:<10} | {text}", file=self.plan.out, flush=True)
 
     async def _start(self, name: str, command: str) -> devprocs.Child:
         args = [sys.executable, "-m", "payrun", command]
         child = await devprocs.start(name, args, cwd=ROOT, env=self.plan.env, on_line=self._on_line)
         self.children.append(child)
+        _remember(self.plan.directory, self.children)
         return child
 
     async def _until(self, child: devprocs.Child, ready: Awaitable[Any], what: str) -> None:
@@ -215,8 +252,11 @@ class Session:
         if waiting in done:
             return
         if exited in done:
-            raise DevError(f"{child.name} exited with status {child.process.returncode} before {what}")
-        raise DevError(f"{child.name} did not {what} within {START_WITHIN_S:.0f} s")
+            raise DevError(
+                f"{child.name} exited with status {child.process.returncode} while starting (waiting for "
+                f"{what}); its last lines are above"
+            )
+        raise DevError(f"{child.name} was not ready within {START_WITHIN_S:.0f} s (waiting for {what})")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -226,6 +266,7 @@ class Session:
             code = await self._run()
         finally:
             stopped = await self._stop_all()
+            _remember(self.plan.directory, self.children)
             if stopped:
                 _say("payrun dev: a process did not stop cleanly (see above)")
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -241,11 +282,11 @@ class Session:
         try:
             if plan.use_sim:
                 sim = await self._start("sim", "sim")
-                await self._until(sim, _healthy(f"{plan.sim_url}/sim/healthz"), "answered /sim/healthz")
+                await self._until(sim, _healthy(f"{plan.sim_url}/sim/healthz"), "/sim/healthz")
             api = await self._start("api", "api")
-            await self._until(api, _healthy(f"{plan.url}/healthz"), "answered /healthz")
+            await self._until(api, _healthy(f"{plan.url}/healthz"), "/healthz")
             dispatcher = await self._start("dispatcher", "dispatcher")
-            await self._until(dispatcher, dispatcher.wait_event("dispatcher_started"), "started")
+            await self._until(dispatcher, dispatcher.wait_event("dispatcher_started"), "dispatcher_started")
         except Stopped:
             return 0
         _say(banner(plan))

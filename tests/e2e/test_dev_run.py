@@ -7,6 +7,7 @@ directory (PAYRUN_DEV_DIR: demo key, simulator state, lock) in the test's tmp_pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -236,3 +237,35 @@ async def test_ctrl_c_in_the_terminal_ends_make_run_with_status_0(
     assert "payrun dev: stopped" in output, output
     assert status == 0, output
     assert "Error" not in output and "Interrupt" not in output, output
+
+
+async def test_processes_left_by_a_killed_payrun_dev_are_named_at_the_next_start(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A `payrun dev` killed with SIGKILL cannot stop its processes; the next one says which still run."""
+    dev = Dev(dev_env, tmp_path / "dev.log").start()
+    left: list[int] = []
+    try:
+        await dev.ready()
+        assert dev.proc is not None
+        os.kill(dev.proc.pid, signal.SIGKILL)
+        dev.proc.wait()
+        again = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "payrun", "dev"],
+            cwd=ROOT,
+            env=dev_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert again.returncode == 1, again.stderr
+        assert "processes of a payrun dev that was killed still run" in again.stderr, again.stderr
+        assert "Traceback" not in again.stderr
+        left = [int(p) for p in again.stderr.split("(pids ")[1].split(")")[0].split()]
+        assert len(left) == 3  # simulator, API, dispatcher
+    finally:
+        dev.kill()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
