@@ -25,6 +25,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from payrun import devprocs
 from testkit import ledger
 from testkit import postgres as pg
 from testkit.stack import ROOT, Client, free_port
@@ -269,3 +270,36 @@ async def test_processes_left_by_a_killed_payrun_dev_are_named_at_the_next_start
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+SLOW_TO_STOP = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(5.5), sys.exit(0)))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("hurried", [False, True])
+async def test_a_process_gets_its_whole_grace_and_a_second_ctrl_c_cuts_it_short(hurried: bool) -> None:
+    """A process that needs 5.5 s after SIGTERM (honcho killed at 5 s) is waited for; `hurry` (the second
+    Ctrl-C) kills it at once."""
+    ready = asyncio.Event()
+    child = await devprocs.start(
+        "slow",
+        [sys.executable, "-c", SLOW_TO_STOP],
+        cwd=ROOT,
+        env=dict(os.environ),
+        on_line=lambda _child, line: ready.set() if line == "ready" else None,
+    )
+    await asyncio.wait_for(ready.wait(), 30)
+    hurry = asyncio.Event()
+    if hurried:
+        asyncio.get_running_loop().call_later(1.0, hurry.set)
+    started = time.monotonic()
+    status = await devprocs.stop(child, grace_s=15, hurry=hurry)
+    took = time.monotonic() - started
+    if hurried:
+        assert status == -signal.SIGKILL and took < 3
+    else:
+        assert status == 0 and 5.5 <= took < 10
