@@ -26,6 +26,7 @@ import asyncpg
 import pytest
 
 from payrun import devprocs
+from payrun.dev import leftovers
 from testkit import ledger
 from testkit import postgres as pg
 from testkit.stack import ROOT, Client, free_port
@@ -76,9 +77,13 @@ class Dev:
         return await asyncio.to_thread(self.proc.wait, within_s)
 
     def kill(self) -> None:
+        """After a failure: payrun dev and the processes it started (each in a session of its own)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        for pid in leftovers(Path(self.env["PAYRUN_DEV_DIR"])):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
