@@ -17,15 +17,18 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from dispatcher_service import batch_flow
 from dispatcher_service.dispatcher import Dispatcher
 from dispatcher_service.limiter import ProviderRateLimiter
 from dispatcher_service.retry import ProviderCaller
-from shared import events, outbox, signing
+from shared import events, metrics, operators, outbox, resolutions, signing
+from shared.payrolls import ItemStatus
 from tests import factories
 from tests.fakes import FakeIntaSend
 from tests.integration.conftest import settings as dispatcher_settings
+from tests.integration.test_audit_sql import AUDIT, psql_substitute, sql_blocks
 
 ACCOUNTS = [f"2547{n:08d}" for n in range(5)]
 
@@ -345,3 +348,70 @@ async def test_the_claim_keeps_payout_and_event_shares_apart(pool: asyncpg.Pool)
     assert {row.kind for row in only_payouts} == {"send_batch"} and len(only_payouts) == 4
     rest = await outbox.claim(pool, worker="w", lease_s=30, limit=5, events=5)
     assert [row.kind for row in rest] == ["deliver_event"]
+
+
+async def test_a_review_payroll_sends_needs_review_then_its_final_status_once_resolved(
+    pool: asyncpg.Pool, receiver, dispatcher
+) -> None:
+    r = await receiver(200)
+    employer_id, secret = await _with_callback(pool, r.url)
+    provider = FakeIntaSend(undetermined_accounts={ACCOUNTS[0], ACCOUNTS[1]})
+    payroll = await factories.processing_payroll(pool, employer_id=employer_id, accounts=ACCOUNTS)
+    dispatcher(provider)
+    await _wait(pool, "SELECT count(*) = 1 FROM outbox WHERE kind = 'deliver_event' AND status = 'done'")
+    items = await pool.fetch(
+        "SELECT id FROM payroll_items WHERE payroll_id = $1 AND status = 'NEEDS_REVIEW' ORDER BY id", payroll
+    )
+    operator = await operators.create(pool, "jane.doe")
+    operator_id = uuid.UUID(operator["id"])
+    # One of two settled: still NEEDS_REVIEW, no new event.
+    one = resolutions.Resolution(items[0]["id"], ItemStatus.PAID, provider_reference="QK1")
+    await resolutions.resolve(pool, operator_id, [one], None)
+    other = resolutions.Resolution(items[1]["id"], ItemStatus.FAILED, reason="TS100 at IntaSend")
+    await resolutions.resolve(pool, operator_id, [other], None)
+    await _wait(pool, "SELECT count(*) = 2 FROM outbox WHERE kind = 'deliver_event' AND status = 'done'")
+    await asyncio.sleep(0.3)
+    sent = [json.loads(got.body) for got in r.received]
+    assert [(e["type"], e["counts"]["PAID"], e["counts"]["NEEDS_REVIEW"]) for e in sent] == [
+        ("payroll.needs_review", 3, 2), ("payroll.partially_failed", 4, 0),
+    ]  # fmt: skip
+    assert all(_verify(secret, got.headers[signing.SIGNATURE_HEADER], got.body) for got in r.received)
+
+
+async def test_the_audit_queries_show_delivered_and_given_up_events(
+    pool: asyncpg.Pool, receiver, dispatcher
+) -> None:
+    """docs/audit.md, "Events sent to employers", run as written."""
+    good, bad = await receiver(200), await receiver(500)
+    told, _ = await _with_callback(pool, good.url, "Acme")
+    failing, _ = await _with_callback(pool, bad.url, "Beta")
+    delivered = await factories.processing_payroll(pool, employer_id=told, accounts=ACCOUNTS)
+    given_up = await factories.processing_payroll(pool, employer_id=failing, accounts=ACCOUNTS)
+    dispatcher(FakeIntaSend(), employer_callback_retry_s=0.05, employer_callback_max_attempts=3)
+    await _wait(
+        pool, "SELECT count(*) = 2 FROM outbox WHERE kind = 'deliver_event' AND status IN ('done', 'dead')"
+    )
+    blocks = [b for b in sql_blocks(AUDIT) if b.heading == "Events sent to employers"]
+    assert len(blocks) == 3
+
+    async def run(index: int, **variables: Any) -> list[asyncpg.Record]:
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            return await conn.fetch(psql_substitute(blocks[index].sql, {"days": 1} | variables))
+
+    [line] = await run(0, payroll_id=delivered)
+    assert (line["type"], line["status"], line["delivered_attempts"], line["failed_attempts"]) == (
+        "payroll.completed", "done", 1, 0,
+    )  # fmt: skip
+    [line] = await run(0, payroll_id=given_up)
+    assert (line["status"], line["delivered_attempts"], line["failed_attempts"]) == ("dead", 0, 3)
+    assert "HTTP 500" in line["last_error"]
+    attempts = await run(1, payroll_id=given_up)
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(n, "http_error") for n in (1, 2, 3)]
+    per_employer = {r["employer"]: r for r in await run(2)}
+    assert {name: (r["delivered"], r["given_up"], r["still_trying"]) for name, r in per_employer.items()} == {
+        "Acme": (1, 0, 0), "Beta": (0, 1, 0),
+    }  # fmt: skip
+    # The payout gauges do not count the dead event; the events' gauge does.
+    await metrics.refresh_backlog(pool)
+    assert REGISTRY.get_sample_value("payrun_outbox_rows", {"status": "dead"}) == 0
+    assert REGISTRY.get_sample_value("payrun_employer_events", {"status": "dead"}) == 1
