@@ -383,7 +383,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "Where this employer's payroll events go",
             "description": "The callback URL an operator set (`payrun employer set-callback`), without its "
-            "secret; `url` null when none is set. Events: docs/api.md section 9.",
+            "secret; `url` null when none is set. Events: docs/api.md section 11.",
             "responses": {
                 "200": {"description": "The callback, or nulls.", "content": _json("CallbackOut")},
                 **_problems(*_AUTHED),

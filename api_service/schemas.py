@@ -445,7 +445,7 @@ class PayrollStatusOut(BaseModel):
 
 
 class CallbackOut(BaseModel):
-    """`GET /employer/callback`: where this employer's payroll events go (docs/api.md section 9). The signing
+    """`GET /employer/callback`: where this employer's payroll events go (docs/api.md section 11). The signing
     secret is never shown: it was printed once, when an operator set the callback."""
 
     url: str | None = Field(description="The URL events are POSTed to; null: no events are sent.")

@@ -1,4 +1,4 @@
-"""Signatures of the events payrun POSTs to employers (docs/api.md section 9), Stripe-like.
+"""Signatures of the events payrun POSTs to employers (docs/api.md section 11), Stripe-like.
 
 `Payrun-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with the employer's secret. The
 timestamp is signed with the body, so a receiver that refuses old timestamps (REPLAY_WINDOW_S) refuses a

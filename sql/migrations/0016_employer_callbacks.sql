@@ -1,6 +1,6 @@
 -- Employers told when a payroll is done: an optional callback URL per employer, and one `deliver_event` outbox
 -- row per final state a payroll reaches, written in the transaction that gives the payroll that state
--- (docs/api.md section 9). A dispatcher POSTs the event, signed with the employer's secret, retrying with
+-- (docs/api.md section 11). A dispatcher POSTs the event, signed with the employer's secret, retrying with
 -- back-off; every attempt is in outbox_attempts.
 
 -- The secret signs the events (HMAC-SHA256), so payrun must read it back: it is stored as given, unlike API

@@ -1,4 +1,4 @@
-"""The signature receivers are told to check (docs/api.md section 9) is the one payrun makes."""
+"""The signature receivers are told to check (docs/api.md section 11) is the one payrun makes."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def _documented_verify() -> Callable[..., bool]:
-    """The Python snippet of docs/api.md section 9, run as a receiver would paste it."""
+    """The Python snippet of docs/api.md section 11, run as a receiver would paste it."""
     text = API_MD.read_text()
-    section = text[text.index("## 9. Employer events") :]
+    section = text[text.index(". Employer events: told when a payroll is done") :]
     [snippet] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     namespace: dict[str, Any] = {}
     exec(compile(snippet, "docs/api.md", "exec"), namespace)  # noqa: S102 - our own documentation
