@@ -26,6 +26,7 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.PayrollStatusOut, "serialization"),
     (schemas.ItemPageOut, "serialization"),
     (schemas.ProcessAcceptedOut, "serialization"),
+    (schemas.CallbackOut, "serialization"),
     (schemas.ResolveItemsIn, "validation"),
     (schemas.ResolveItemsOut, "serialization"),
     (schemas.HealthOut, "serialization"),
@@ -377,6 +378,17 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/payroll/status/{payroll_id}": {
         "get": {**_STATUS_GET, "summary": "Poll a payroll (the seed UI's form)"}
+    },
+    "/employer/callback": {
+        "get": {
+            "summary": "Where this employer's payroll events go",
+            "description": "The callback URL an operator set (`payrun employer set-callback`), without its "
+            "secret; `url` null when none is set. Events: docs/api.md section 11.",
+            "responses": {
+                "200": {"description": "The callback, or nulls.", "content": _json("CallbackOut")},
+                **_problems(*_AUTHED),
+            },
+        }
     },
     "/ops/items/resolve": {
         "post": {

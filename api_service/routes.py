@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from api_service import dashboard
 from api_service.auth import operator_only, protected
-from api_service.handlers import ops, payrolls, review, webhooks
+from api_service.handlers import callbacks, ops, payrolls, review, webhooks
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -92,6 +92,7 @@ ROUTES = [
         methods=["GET"],
         name="payroll_status_seed",
     ),
+    Route("/employer/callback", protected(callbacks.get_callback), methods=["GET"], name="employer_callback"),
     # An operator's key (`payrun operator create`), never an employer's.
     Route(
         "/ops/items/resolve",

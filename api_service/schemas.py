@@ -444,6 +444,16 @@ class PayrollStatusOut(BaseModel):
     updated_at: datetime
 
 
+class CallbackOut(BaseModel):
+    """`GET /employer/callback`: where this employer's payroll events go (docs/api.md section 11). The signing
+    secret is never shown: it was printed once, when an operator set the callback."""
+
+    url: str | None = Field(description="The URL events are POSTed to; null: no events are sent.")
+    signature: Literal["Payrun-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<body>'>"] | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
 # ---- POST /ops/items/resolve (an operator's key) -----------------------------------------------------------
 
 MAX_RESOLUTIONS = 1000

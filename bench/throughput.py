@@ -380,7 +380,7 @@ async def claim_latency(opts: registry.Options) -> dict[str, Any]:
                     await conn.fetchval(_next_due_sql())
                     next_due.append(time.perf_counter() - t0)
                 plan = await conn.fetchval(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _claim_sql(), "bench", 30.0, 32, []
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _claim_sql(), "bench", 30.0, 32, [], 0
                 )
                 backlog_t0 = time.perf_counter()
                 await conn.fetchrow(_BACKLOG_SQL)

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from shared import db, metrics, outbox, sqlfiles
+from shared import db, events, metrics, outbox, sqlfiles
 from shared.outbox import RowStatus
 from shared.payrolls import ItemStatus, PayrollStatus
 
@@ -165,8 +165,11 @@ async def close_payroll(
     conn: db.Connection, payroll_id: uuid.UUID, from_status: PayrollStatus
 ) -> asyncpg.Record | None:
     """Give a payroll in `from_status` its state from its items' (THE rule: close_payroll); the caller holds
-    its lock. None when the payroll is not in `from_status`."""
+    its lock. None when the payroll is not in `from_status`. A new final status queues the employer's event
+    (events.emit) in the same transaction."""
     closed: asyncpg.Record | None = await conn.fetchrow(Q.close_payroll, payroll_id, from_status.value)
+    if closed is not None and closed["status"] != from_status:
+        await events.emit(conn, payroll_id)
     return closed
 
 

@@ -13,8 +13,11 @@ from shared.outbox import RowStatus
 
 OUTBOX_ROWS = Gauge(
     "payrun_outbox_rows",
-    "Outbox rows by status (`done` is the planner's estimate: never a full scan).",
+    "Payout outbox rows by status (`done`: every row, from the planner's estimate: never a full scan).",
     ["status"],
+)
+EMPLOYER_EVENTS = Gauge(
+    "payrun_employer_events", "Employer event rows (deliver_event) not delivered, by status.", ["status"]
 )
 OUTBOX_OLDEST_PENDING = Gauge(
     "payrun_outbox_oldest_pending_age_seconds", "Age of the oldest outbox row not yet done (0 when none)."
@@ -58,7 +61,10 @@ async def refresh_backlog(pool: asyncpg.Pool) -> None:
     live_statuses = (RowStatus.PENDING, RowStatus.IN_PROGRESS, RowStatus.DEAD)
     for status in live_statuses:
         OUTBOX_ROWS.labels(status).set(row[status])
-    live = sum(row[status] for status in live_statuses)
+    event_statuses = (RowStatus.PENDING, RowStatus.IN_PROGRESS, RowStatus.DEAD)
+    for status in event_statuses:
+        EMPLOYER_EVENTS.labels(status).set(row[f"events_{status}"])
+    live = sum(row[status] for status in live_statuses) + sum(row[f"events_{s}"] for s in event_statuses)
     OUTBOX_ROWS.labels(RowStatus.DONE).set(max(0, row["total_estimate"] - live))
     OUTBOX_OLDEST_PENDING.set(row["oldest"])
     OUTBOX_OLDEST_DUE.set(row["oldest_due"])

@@ -67,7 +67,8 @@ RETURNING id;
 SELECT status FROM payrolls WHERE id = $1 FOR UPDATE;
 
 -- payroll_open_rows --
-SELECT count(*) FROM outbox WHERE payroll_id = $1 AND status NOT IN ('done', 'dead');
+-- The payroll's payout rows not finished yet (its event rows are written only once it is final).
+SELECT count(*) FROM outbox WHERE payroll_id = $1 AND kind = 'send_batch' AND status NOT IN ('done', 'dead');
 
 -- close_payroll --
 -- THE rule for a payroll's final state, from its items' states. $2 is the state it closes from:
