@@ -44,11 +44,12 @@ Search = Annotated[
     Field(min_length=1, max_length=SEARCH_MAX_LENGTH, json_schema_extra={"pattern": PLAIN_TEXT_PATTERN}),
     AfterValidator(_plain_text),
 ]
-_QUERY = ConfigDict(extra="ignore", str_strip_whitespace=True)
+# Unlike GET /payrolls (kept as it was), an unknown parameter is a 422: a filter misspelt is not ignored.
+_QUERY = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class OpsPayrollsQuery(BaseModel):
-    """`GET /ops/payrolls` (query strings: not strict; other parameters are ignored)."""
+    """`GET /ops/payrolls` (query strings: not strict; an unknown parameter is a 422)."""
 
     model_config = _QUERY
 

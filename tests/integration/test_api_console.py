@@ -194,6 +194,7 @@ async def test_payrolls_of_every_employer_filtered_searched_and_paged(
         ("/ops/outbox", {"view": "everything"}, "view"),
         ("/ops/outbox", {"limit": "201"}, "limit"),
         ("/ops/actions", {"limit": "many"}, "limit"),
+        ("/ops/items", {"phone": "0712000002"}, "phone"),
     ],
 )
 async def test_bad_filters_are_field_level_problems(
