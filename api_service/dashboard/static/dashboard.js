@@ -261,7 +261,7 @@
     els.tr = el("tr", { class: "payroll", dataset: { payrollId: payroll.id } },
       el("td", { class: "reference" }, els.toggle),
       el("td", {}, els.status),
-      el("td", { class: "num", text: String(payroll.item_count) }),
+      el("td", { class: "num", text: whole.format(payroll.item_count) }),
       el("td", { class: "num", text: money(payroll.currency, payroll.total_amount) }),
       els.paid,
       el("td", { class: "progress" }, els.progress, els.progressText),

@@ -128,6 +128,8 @@
       return await api(`/payrolls/${encodeURIComponent(payrollId)}/cancel`, { method: "POST" });
     } catch (err) {
       if (err instanceof ApiError && NOT_MERGED.has(err.status)) return null;
+      // Not a rejected operator key (that would log out): this server keeps cancelling to the employer.
+      if (err instanceof ApiError && err.status === 401) throw new Error("this server lets only the employer cancel");
       throw err;
     }
   }
