@@ -49,15 +49,20 @@ WITH minutes AS (
     FROM generate_series(date_trunc('minute', now()) - interval '59 minutes', date_trunc('minute', now()),
                          interval '1 minute') m
 ), finished AS (
+    -- LATERAL: each batch's items through payroll_items_provider_batch_idx, never a scan of every item.
     SELECT date_trunc('minute', b.finished_at) AS minute,
-           count(*) FILTER (WHERE i.status = 'PAID') AS paid,
-           count(*) FILTER (WHERE i.status = 'FAILED') AS failed,
-           count(*) FILTER (WHERE i.status = 'NEEDS_REVIEW') AS review
+           sum(c.paid) AS paid, sum(c.failed) AS failed, sum(c.review) AS review
     FROM provider_batches b
-    JOIN payroll_items i ON i.provider_batch_id = b.id
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE i.status = 'PAID') AS paid,
+               count(*) FILTER (WHERE i.status = 'FAILED') AS failed,
+               count(*) FILTER (WHERE i.status = 'NEEDS_REVIEW') AS review
+        FROM payroll_items i
+        WHERE i.provider_batch_id = b.id
+    ) c
     WHERE b.finished_at >= date_trunc('minute', now()) - interval '59 minutes'
     GROUP BY 1
-), rows_seen AS (
+), rows_seen AS MATERIALIZED (  -- read once, not once per minute
     SELECT created_at, NULL::timestamptz AS ended FROM outbox WHERE status = 'pending'
     UNION ALL
     SELECT created_at, NULL FROM outbox WHERE status = 'in_progress'
@@ -71,7 +76,8 @@ WITH minutes AS (
     WHERE b.finished_at >= now() - interval '1 hour' AND o.status = 'done'
 )
 SELECT m.minute,
-       coalesce(f.paid, 0) AS paid, coalesce(f.failed, 0) AS failed, coalesce(f.review, 0) AS review,
+       coalesce(f.paid, 0)::bigint AS paid, coalesce(f.failed, 0)::bigint AS failed,
+       coalesce(f.review, 0)::bigint AS review,
        (SELECT count(*) FROM rows_seen r
          WHERE r.created_at < m.minute + interval '1 minute'
            AND (r.ended IS NULL OR r.ended >= m.minute + interval '1 minute')) AS waiting
