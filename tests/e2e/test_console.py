@@ -102,6 +102,14 @@ async def test_the_operator_finds_a_review_item_by_phone_and_resolves_it(
         await dialog.accept()
 
     page.on("dialog", confirm)
+    # Re-check asks IntaSend again through POST /ops/items/recheck where the server has that route, and
+    # says "not available" where it has not (a server without the recheck change).
+    async with client.session.get(f"{stack.api}/openapi.json") as resp:
+        has_recheck = "/ops/items/recheck" in (await resp.json())["paths"]
+    await row.locator("button.recheck").click()
+    notice = page.locator("#notice")
+    await expect(notice).to_contain_text("asked" if has_recheck else "not available on this server yet")
+    assert "Ask IntaSend again" in asked.pop()
     if entry["paid"]:
         await row.locator("select").select_option("PAID")
         await row.locator("input.evidence").fill(entry["provider_reference"])
@@ -118,7 +126,7 @@ async def test_the_operator_finds_a_review_item_by_phone_and_resolves_it(
     await expect(page.locator("#action-log li").first).to_contain_text("ticket 4711")
     await assert_ledger_agrees(stack)
 
-    # The re-check button calls its route; where this server has none yet, it says so.
+    # The other items of the payroll, found by phone in the 2547… form: paid, nothing to resolve.
     await page.select_option("#item-status", "")
     await page.fill("#search", "254799000101")
     await page.click("#search-form button[type=submit]")

@@ -139,10 +139,10 @@
     button.disabled = true;
     try {
       const answer = await action();
-      if (answer === null) notify(`${button.textContent}: not available on this server yet.`);
-      else notify(done(answer));
+      const said = answer === null ? `${button.textContent}: not available on this server yet.` : done(answer);
       $("error").hidden = true;
-      await refresh();
+      await refresh(); // the lists as they are now, then the notice (a test waits for it)
+      notify(said);
     } catch (err) {
       handle(err, button.textContent);
     } finally {
