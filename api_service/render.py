@@ -16,8 +16,9 @@ from typing import Any
 
 from shared import errors, payrolls, resolutions
 
-# The largest value payroll_items.position (an integer column) holds.
+# The largest value payroll_items.position (an integer column) holds, and the largest bigint id.
 MAX_POSITION = 2**31 - 1
+MAX_ID = 2**63 - 1
 
 
 def money(amount: Decimal) -> str:
@@ -191,15 +192,28 @@ def encode_item_cursor(position: int) -> str:
     return _encode([position])
 
 
-def decode_item_cursor(cursor: str) -> int:
-    """The item position a cursor of GET /payrolls/{id}/items stands for, or a 422 naming `cursor`."""
+def _decode_int(cursor: str, largest: int) -> int:
     try:
         decoded = _decode(cursor)
     except (ValueError, binascii.Error, RecursionError):
         raise _bad_cursor() from None
     if not (isinstance(decoded, list) and len(decoded) == 1 and type(decoded[0]) is int):
         raise _bad_cursor()
-    position: int = decoded[0]
-    if not 0 <= position <= MAX_POSITION:
+    value: int = decoded[0]
+    if not 0 <= value <= largest:
         raise _bad_cursor()
-    return position
+    return value
+
+
+def decode_item_cursor(cursor: str) -> int:
+    """The item position a cursor of GET /payrolls/{id}/items stands for, or a 422 naming `cursor`."""
+    return _decode_int(cursor, MAX_POSITION)
+
+
+# The /ops/ lists of items and outbox rows page by id: their cursor holds the last row's id.
+encode_id_cursor = encode_item_cursor
+
+
+def decode_id_cursor(cursor: str) -> int:
+    """The row id a cursor of GET /ops/items or GET /ops/outbox stands for, or a 422 naming `cursor`."""
+    return _decode_int(cursor, MAX_ID)
