@@ -99,4 +99,10 @@ ROUTES = [
         methods=["POST"],
         name="resolve_items",
     ),
+    Route(
+        "/ops/items/recheck",
+        operator_only(review.recheck_items),
+        methods=["POST"],
+        name="recheck_items",
+    ),
 ]

@@ -14,4 +14,6 @@ SELECT
      FROM outbox WHERE status = 'pending' AND available_at <= now()) AS oldest_due,
   (SELECT count(*) FROM outbox WHERE status = 'pending' AND errors > 0)
     + (SELECT count(*) FROM outbox WHERE status = 'in_progress' AND errors > 0) AS with_errors,
-  (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review;
+  (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review,
+  (SELECT count(*) FROM payroll_items i JOIN batch_rechecks r ON r.batch_id = i.provider_batch_id
+     WHERE i.status = 'NEEDS_REVIEW' AND r.finished_at IS NULL AND r.gave_up_at IS NULL) AS rechecking;
