@@ -48,7 +48,9 @@ CREATE TABLE item_rechecks (
     reason             text,
     status_code        text,
     evidence           jsonb NOT NULL,
-    resolution_id      bigint REFERENCES item_resolutions (id),
+    -- item_resolutions.id of this item's resolution (no foreign key: item_resolutions stays truncate-proof
+    -- with its own error, and both move together in the retention move).
+    resolution_id      bigint,
     agrees             boolean,
     created_at         timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT item_rechecks_item_key UNIQUE (item_id),
