@@ -70,7 +70,9 @@ class Rechecker:
         self._pace = AsyncLimiter(1, 1.0 / rate)  # one check per 1/rate seconds, never a burst
         # A check holds its batch for one status request and one transaction.
         self.lease_s = settings.dispatcher_lease_s + settings.intasend_timeout_s
-        self._discovered_at = -DISCOVER_EVERY_S
+        # Find new batches once a minute, or every RECHECK_FIRST_S when that is shorter.
+        self._discover_every_s = min(DISCOVER_EVERY_S, settings.recheck_first_s)
+        self._discovered_at = -self._discover_every_s
         self.log = log.bind(dispatcher=worker)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,7 +91,7 @@ class Rechecker:
 
     async def run_once(self) -> float:
         """Find new batches to re-check (now and then), check one due batch; returns how long to sleep."""
-        if time.monotonic() - self._discovered_at >= DISCOVER_EVERY_S:
+        if time.monotonic() - self._discovered_at >= self._discover_every_s:
             added = await rechecks.discover(self.pool, self.settings.recheck_first_s)
             self._discovered_at = time.monotonic()
             if added:
@@ -101,7 +103,8 @@ class Rechecker:
             await self.check(claimed[0], asked_at)
             return 0.0
         due = await rechecks.next_due_s(self.pool)
-        return IDLE_MAX_SLEEP_S if due is None else min(max(due, 0.05), IDLE_MAX_SLEEP_S)
+        idle = min(IDLE_MAX_SLEEP_S, self._discover_every_s)
+        return idle if due is None else min(max(due, 0.05), idle)
 
     async def check(self, claimed: rechecks.Claimed, asked_at: float) -> None:
         """Ask IntaSend about one claimed batch and record what it says."""
