@@ -296,7 +296,7 @@ async def test_two_dispatchers_never_recheck_one_batch_at_once(pool: asyncpg.Poo
         await asyncio.sleep(0.01)
     assert provider.calls == [r.tracking_id], "the first dispatcher is asking IntaSend"
     # The second finds the batch due but held: it does not ask.
-    assert await rechecker(pool, database_url, provider, "r2").run_once() > 0
+    assert await asyncio.wait_for(rechecker(pool, database_url, provider, "r2").run_once(), 10) > 0
     assert provider.calls == [r.tracking_id]
     provider.gate.set()
     await first
