@@ -29,6 +29,8 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.CallbackOut, "serialization"),
     (schemas.ResolveItemsIn, "validation"),
     (schemas.ResolveItemsOut, "serialization"),
+    (schemas.RecheckItemsIn, "validation"),
+    (schemas.RecheckItemsOut, "serialization"),
     (schemas.HealthOut, "serialization"),
     (schemas.ProblemOut, "serialization"),
     (ops_schemas.OpsOverviewOut, "serialization"),
@@ -571,6 +573,40 @@ PATHS: dict[str, dict[str, Any]] = {
         }
     },
     **_OPS_PATHS,
+    "/ops/items/recheck": {
+        "post": {
+            "security": [{"operator": []}],
+            "summary": "Ask IntaSend about NEEDS_REVIEW items now (an operator's key)",
+            "description": (
+                "Makes the batches of the items named (or of every item of the payroll that can be re-checked) "
+                "due now: a dispatcher asks IntaSend's status at its next turn (within its share of the rate "
+                "limit) and settles what IntaSend now shows final, as the slow re-check does. An item can be "
+                "re-checked while it is NEEDS_REVIEW, or resolved by hand without IntaSend's final answer yet. "
+                "All items or none; asking again is harmless (a batch due already stays due). An employer's "
+                "API key is refused (401)."
+            ),
+            "requestBody": {"required": True, "content": _json("RecheckItemsIn")},
+            "responses": {
+                "200": {"description": "Due now (or already).", "content": _json("RecheckItemsOut")},
+                "404": {
+                    "description": "An `item_id` names no item (`item_id` says which), or no payroll has "
+                    "`payroll_id`.",
+                    "content": _PROBLEM,
+                },
+                **_problems(
+                    400,
+                    409,
+                    413,
+                    415,
+                    422,
+                    *_AUTHED,
+                    conflict="`nothing-to-recheck`: an item (`item_id`) or the payroll (`payroll_id`) has "
+                    "nothing to re-check (never in review, or IntaSend's final answer is recorded); nothing "
+                    "was changed.",
+                ),
+            },
+        }
+    },
 }
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from shared import errors, payrolls, resolutions
+from shared import errors, payrolls, rechecks, resolutions
 
 # The largest value payroll_items.position (an integer column) holds, and the largest bigint id.
 MAX_POSITION = 2**31 - 1
@@ -144,6 +144,22 @@ def resolved(outcome: resolutions.Outcome) -> dict[str, Any]:
         "payrolls": [
             {"id": str(payroll_id), "status": str(status)} for payroll_id, status in outcome.payrolls
         ],
+    }
+
+
+def rechecks_due(scheduled: list[rechecks.Scheduled]) -> dict[str, Any]:
+    return {
+        "batches": [
+            {
+                "tracking_id": b.tracking_id,
+                "item_ids": b.item_ids,
+                "due_at": b.due_at.isoformat(),
+                "checks": b.checks,
+                "last_checked_at": b.last_checked_at.isoformat() if b.last_checked_at else None,
+                "last_result": b.last_result,
+            }
+            for b in scheduled
+        ]
     }
 
 

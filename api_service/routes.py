@@ -113,4 +113,10 @@ ROUTES = [
         methods=["POST"],
         name="ops_retry_payroll",
     ),
+    Route(
+        "/ops/items/recheck",
+        operator_only(review.recheck_items),
+        methods=["POST"],
+        name="recheck_items",
+    ),
 ]

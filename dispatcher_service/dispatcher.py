@@ -32,6 +32,7 @@ from dispatcher_service.batch_flow import BatchFlow
 from dispatcher_service.event_delivery import EventDelivery
 from dispatcher_service.lease import Lease
 from dispatcher_service.provider.protocol import PayoutProvider
+from dispatcher_service.recheck import Rechecker
 from dispatcher_service.retry import ProviderCaller
 from shared import batches, db, outbox
 from shared.logging import get_logger
@@ -79,6 +80,9 @@ class Dispatcher:
             1, min(settings.dispatcher_concurrency, math.ceil(settings.intasend_max_rps * FORMING_SHARE_S))
         )
         self._stopping = asyncio.Event()
+        self.rechecker = Rechecker(
+            pool=pool, provider=provider, caller=caller, settings=settings, worker=self.worker
+        )
         self.log = log.bind(dispatcher=self.worker)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -91,6 +95,7 @@ class Dispatcher:
         side = [
             asyncio.create_task(self._listen(stop), name="listen for new outbox rows"),
             asyncio.create_task(self._heartbeat(stop), name="extend leases"),
+            asyncio.create_task(self.rechecker.run(stop), name="re-check NEEDS_REVIEW batches"),
         ]
         try:
             await self._claim_loop(stop)

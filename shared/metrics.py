@@ -30,6 +30,22 @@ OUTBOX_ROWS_WITH_ERRORS = Gauge(
     "payrun_outbox_rows_with_errors", "Live outbox rows whose last attempt failed (see outbox.last_error)."
 )
 ITEMS_NEEDING_REVIEW = Gauge("payrun_items_needing_review", "Payroll items in NEEDS_REVIEW.")
+ITEMS_AWAITING_RECHECK = Gauge(
+    "payrun_items_awaiting_recheck",
+    "NEEDS_REVIEW items whose batch payrun still re-checks with IntaSend (before the horizon).",
+)
+RECHECKS = Counter(
+    "payrun_rechecks_total",
+    "Re-checks of a batch's status: settled (some item final), not_final, not_found (IntaSend's 404), "
+    "error, gave_up (past the horizon).",
+    ["result"],
+)
+LATE_SETTLEMENTS = Counter(
+    "payrun_late_settlements_total",
+    "Items a re-check found final, by status and agreement with an operator's resolution (none, agrees, "
+    "overrides).",
+    ["status", "agreement"],
+)
 PROVIDER_REQUESTS = Counter(
     "payrun_provider_requests_total", "Requests to the payout provider.", ["endpoint", "outcome"]
 )
@@ -70,6 +86,7 @@ async def refresh_backlog(pool: asyncpg.Pool) -> None:
     OUTBOX_OLDEST_DUE.set(row["oldest_due"])
     OUTBOX_ROWS_WITH_ERRORS.set(row["with_errors"])
     ITEMS_NEEDING_REVIEW.set(row["review"])
+    ITEMS_AWAITING_RECHECK.set(row["rechecking"])
 
 
 async def exposition(pool: asyncpg.Pool | None) -> tuple[bytes, str]:

@@ -19,4 +19,6 @@ SELECT
   (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review,
   (SELECT count(*) FROM outbox WHERE status = 'pending' AND kind = 'deliver_event') AS events_pending,
   (SELECT count(*) FROM outbox WHERE status = 'in_progress' AND kind = 'deliver_event') AS events_in_progress,
-  (SELECT count(*) FROM outbox WHERE status = 'dead' AND kind = 'deliver_event') AS events_dead;
+  (SELECT count(*) FROM outbox WHERE status = 'dead' AND kind = 'deliver_event') AS events_dead,
+  (SELECT count(*) FROM payroll_items i JOIN batch_rechecks r ON r.batch_id = i.provider_batch_id
+     WHERE i.status = 'NEEDS_REVIEW' AND r.finished_at IS NULL AND r.gave_up_at IS NULL) AS rechecking;
