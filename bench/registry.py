@@ -22,6 +22,7 @@ class Options:
     runs: int = 3
     log_dir: Path = LOG_ROOT / "latest"
     profile: bool = True
+    one_dispatcher: bool = False
 
     def reps(self, full: int | None = None) -> int:
         return 1 if self.quick else (full or self.runs)

@@ -77,7 +77,7 @@ class LeaseLost(Exception):
 
 async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
     rows = await pool.fetch(Q.batch_items, list(item_ids))
-    return [Item(*r[:8], ItemStatus(r[8]), r[9]) for r in rows]  # batch_items' columns in Item's order
+    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], ItemStatus(r[8]), r[9]) for r in rows]
 
 
 def with_references(items: Sequence[Item], refs: dict[int, str]) -> list[Item]:
@@ -155,6 +155,8 @@ async def persist_initiated(
     """Persist the batch and each item's request_reference_id before anyone may approve it. `response` is
     what is stored of IntaSend's answer (its batch-level fields); `approve_body`, its bytes as received,
     stays in memory for the approve."""
+    # Its transactions are not stored with it: each item's reference goes to payroll_items below.
+    response = {k: v for k, v in response.items() if k != "transactions"}
     async with _fenced(pool, row) as conn:
         batch_id = await conn.fetchval(Q.insert_batch, row.id, row.payroll_id, tracking_id, nonce, response)
         if batch_id is None:

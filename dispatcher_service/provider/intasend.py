@@ -212,8 +212,8 @@ class _WireTransaction(msgspec.Struct):
     status_description: Any = None
 
 
-class _WireBatch(msgspec.Struct):
-    """The batch-level fields payrun keeps (docs/audit.md: provider_batches.initiate_response), and the items."""
+class _WireBatchHead(msgspec.Struct):
+    """The batch-level fields payrun keeps (docs/audit.md: provider_batches.initiate_response)."""
 
     tracking_id: Any = None
     status_code: Any = None
@@ -231,12 +231,24 @@ class _WireBatch(msgspec.Struct):
     failed_amount: Any = None
     created_at: Any = None
     updated_at: Any = None
+
+
+class _WireBatch(_WireBatchHead):
+    """A batch with its items."""
+
     transactions: list[_WireTransaction] | None = None
 
 
-_BATCH_FIELDS = tuple(f for f in _WireBatch.__struct_fields__ if f != "transactions")
+_BATCH_FIELDS = _WireBatchHead.__struct_fields__
 # float_hook: a number with a fraction becomes a Decimal, never a binary float.
 _batch_decoder = msgspec.json.Decoder(_WireBatch, float_hook=Decimal)
+_head_decoder = msgspec.json.Decoder(_WireBatchHead, float_hook=Decimal)
+
+
+def _head(wire: _WireBatchHead) -> dict[str, Any]:
+    if not wire.tracking_id:
+        raise ValueError("not a batch object with a tracking_id")
+    return {f: v for f in _BATCH_FIELDS if (v := getattr(wire, f)) is not None}
 
 
 def decode_batch(body: bytes) -> Batch:
@@ -247,9 +259,7 @@ def decode_batch(body: bytes) -> Batch:
         wire = _batch_decoder.decode(body)
     except msgspec.DecodeError as exc:  # not JSON, not an object, or transactions not a list of objects
         raise ValueError(f"not a batch object: {exc}") from exc
-    if not wire.tracking_id:
-        raise ValueError("not a batch object with a tracking_id")
-    raw = {f: v for f in _BATCH_FIELDS if (v := getattr(wire, f)) is not None}
+    raw = _head(wire)
     return Batch(
         tracking_id=str(wire.tracking_id),
         status_code=_opt_str(wire.status_code),
@@ -277,8 +287,24 @@ def decode_batch(body: bytes) -> Batch:
 
 
 def _decode_approved(body: bytes) -> Batch | None:
-    """IntaSend answers an approve with nothing or with the batch."""
-    return None if _parse_body(body) in (None, {}) else decode_batch(body)
+    """IntaSend answers an approve with nothing or with the batch. payrun reads the outcome of an approve
+    from the status that follows, so only the batch-level fields are read here (no transactions)."""
+    if b"".join(body.split()) in (b"", b"{}", b"null"):
+        return None
+    try:
+        wire = _head_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a batch object: {exc}") from exc
+    raw = _head(wire)
+    return Batch(
+        tracking_id=str(wire.tracking_id),
+        status_code=_opt_str(wire.status_code),
+        status=_opt_str(wire.status),
+        nonce=_opt_str(wire.nonce),
+        transactions=(),
+        raw=raw,
+        body=body,
+    )
 
 
 def _parse_body(raw: bytes) -> Any:
