@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile in throughput")
     parser.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        help="scale: run only this case (repeatable), e.g. --case 10x10000",
+    )
+    parser.add_argument(
         "--one-dispatcher",
         action="store_true",
         help="throughput: only one dispatcher beside pgqueuer (no two-dispatcher runs, no claim latency)",
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         runs=max(1, args.runs),
         profile=not args.no_profile,
         one_dispatcher=args.one_dispatcher,
+        cases=tuple(args.case),
     )
     if opts.log_dir.exists():
         shutil.rmtree(opts.log_dir)
