@@ -8,8 +8,9 @@ batches it had in flight.
   whole, so attributes added later (wallet balances, ...) are kept without a change here. Attributes that a
   newer ``SimState.reset`` creates and an older file lacks keep their fresh value.
 - **When**: after every request that may act (any method but GET) before its answer leaves, and at
-  shutdown. Status (a POST) changes the state only by settling batches, which always changes how many are in
-  flight: it writes only when the state's counts differ from the last write's, since a write costs some
+  shutdown. Status (a POST) changes the state only by settling, which always changes the length of one of the
+  state's collections (batches in flight, late TF105 outcomes, ledger): it writes only when those lengths
+  (or the amounts) differ from the last write's, since a write costs some
   10 ms per thousand transactions the simulator has ever seen (100 ms for 10,000). Writes are atomic (a temporary file, then ``os.replace``), so
   a killed process leaves the previous snapshot or the new one, never half of one; no fsync, so a machine
   that loses power may lose the last writes. Concurrent requests share one write.
@@ -29,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +57,15 @@ def capture(state: SimState) -> Snapshot:
     return Snapshot(attributes, state.clock(), time.time())
 
 
-def counts(state: SimState) -> tuple[int, ...]:
-    """What settling a batch always changes: batches in flight (and repeats), ledger entries."""
-    return (len(state.batches), len(state.ledger), len(state._in_flight), len(state._repeats))
+def counts(state: SimState) -> tuple[object, ...]:
+    """What settling always changes: the length of some collection of the state (batches in flight,
+    repeats, transactions waiting to show their outcome, the ledger). Read from every attribute, so a
+    queue added to SimState later counts too; the amounts (balance, reserved) as well."""
+    return tuple(
+        len(value) if isinstance(value, list | dict | set) else value
+        for _, value in sorted(vars(state).items())
+        if isinstance(value, list | dict | set | int | float | Decimal)
+    )
 
 
 def restore(state: SimState, snapshot: Snapshot) -> None:
@@ -77,7 +85,7 @@ class StateFile:
         self._lock = asyncio.Lock()
         self._wanted = 0
         self._written = 0
-        self._counts: tuple[int, ...] | None = None
+        self._counts: tuple[object, ...] | None = None
 
     def load(self) -> Snapshot | None:
         """The last snapshot written, or None when there is none yet."""

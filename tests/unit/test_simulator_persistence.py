@@ -212,3 +212,27 @@ async def test_status_writes_only_when_it_settled_something(start: Start, tmp_pa
     snapshot = persistence.StateFile(path).load()
     assert snapshot is not None
     assert snapshot.attributes["batches"][batch["tracking_id"]].settled
+
+
+async def test_a_transaction_showing_its_outcome_late_is_written_and_kept(
+    start: Start, tmp_path: Path
+) -> None:
+    """A TF105 transaction that shows its outcome later (SIM_UNDETERMINED_SETTLE_S) changes no batch count:
+    the status that shows it is written all the same, and a restarted simulator shows it too."""
+    clock = FakeClock()
+    client = await start(clock, undetermined_accounts=frozenset({"254712345678"}), undetermined_settle_s=5.0)
+    batch = await initiate_and_approve(client, ["254712345678"])
+    clock.now += 10
+    _, unknown = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert unknown["transactions"][0]["status_code"] == "TF105"
+    path = tmp_path / "state.pickle"
+    written = path.stat().st_ino
+    clock.now += 5
+    _, late = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert late["transactions"][0]["status_code"] in ("TS100", "TF106")
+    assert path.stat().st_ino != written
+    await client.close()
+
+    again = await start(FakeClock(1.0), undetermined_accounts=frozenset({"254712345678"}))
+    _, after = await post(again, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert after == late
