@@ -10,6 +10,7 @@ import itertools
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +36,8 @@ class _FakeBatch:
     lag_left: int = 0
     code: str = "BP101"
     status: str = "Preview and approve"
+    created_at: str = ""
+    updated_at: str = ""
 
 
 @dataclass
@@ -47,6 +50,10 @@ class FakeIntaSend:
     status_lag: int = 0
     # Accounts IntaSend refuses at initiate, naming each (400, `transactions.N.account`).
     refuse_accounts: set[str] = field(default_factory=set)
+    # IntaSend's fee per successful transaction: when set, answers carry what IntaSend reports beside the
+    # amounts (each transaction's `charge`, `created_at`, `updated_at`; the batch's `actual_charges`,
+    # `created_at`, `updated_at`), in Nairobi time as IntaSend writes it.
+    charge: Decimal | None = None
     # endpoint -> list of faults consumed one per call: "before" (503, nothing done), "after" (acted, then the
     # answer is lost), "reject" (400), "429"
     faults: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -92,6 +99,13 @@ class FakeIntaSend:
             "charge_estimate": Decimal("50.0"),
             "failed_amount": Decimal("0.0"),
         }
+        if self.charge is not None:
+            charged = sum(Decimal(str(t["charge"])) for t in b.txns)
+            raw |= {
+                "actual_charges": f"{charged:.2f}",
+                "created_at": b.created_at,
+                "updated_at": b.updated_at,
+            }
         return Batch(b.tracking_id, b.code, b.status, b.nonce, txns, raw)
 
     async def initiate(
@@ -122,6 +136,7 @@ class FakeIntaSend:
                 ],
             }
             raise ProviderRejected("transactions: Enter a valid phone number.", status=400, body=body)
+        now = _intasend_time()
         b = _FakeBatch(
             str(uuid.uuid4()),
             uuid.uuid4().hex[:6],
@@ -133,8 +148,15 @@ class FakeIntaSend:
                     "status_code": "TP101",
                     "status": "Pending",
                 }
+                | (
+                    {"charge": "0.00", "created_at": now, "updated_at": now}
+                    if self.charge is not None
+                    else {}
+                )
                 for t in transactions
             ],
+            created_at=now,
+            updated_at=now,
         )
         self.batches[b.tracking_id] = b
         if fault == "after":
@@ -181,19 +203,28 @@ class FakeIntaSend:
             b.code, b.status = self.batch_failure, "Failed Processing"
             return
         b.code, b.status = "BC100", "Completed"
+        b.updated_at = now = _intasend_time()
         for t in b.txns:
+            if self.charge is not None:
+                t["updated_at"] = now
             if t["account"] in self.fail_accounts:
                 t.update(status_code="TF106", status="Unsuccessful", failure_reason="Invalid M-Pesa account")
             elif t["account"] in self.undetermined_accounts:
                 t.update(status_code="TF105", status="Unknown")
             else:
                 t.update(status_code="TS100", status="Successful", provider_reference=f"REF{next(_refs):07d}")
+                if self.charge is not None:
+                    t["charge"] = f"{self.charge:.2f}"
                 self.ledger.append(
                     {"tracking_id": b.tracking_id, "account": t["account"], "amount": t["amount"]}
                 )
 
     def paid_accounts(self) -> list[str]:
         return sorted(p["account"] for p in self.ledger)
+
+
+def _intasend_time() -> str:
+    return datetime.now(UTC).astimezone(timezone(timedelta(hours=3))).isoformat()
 
 
 @dataclass
