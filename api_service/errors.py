@@ -34,6 +34,7 @@ TABLE: dict[type[errors.PayrunError], tuple[int, str, str]] = {
     errors.ItemNotInReview: (409, "item-not-in-review", "Item not awaiting review"),
     errors.DuplicateReference: (409, "duplicate-reference", "Duplicate reference"),
     errors.PayrollFinal: (409, "payroll-final", "Payroll already finished"),
+    errors.PayrollNotProcessing: (409, "payroll-not-processing", "Payroll not processing"),
     errors.PayrollNotDraft: (409, "payroll-not-draft", "Payroll not a draft"),
     errors.PayrollNotFinal: (409, "payroll-not-final", "Payroll not finished"),
     errors.NothingToRetry: (409, "nothing-to-retry", "Nothing to retry"),
