@@ -97,7 +97,7 @@ async def _cancel_items(conn: db.Connection, payroll_id: uuid.UUID) -> int:
     if not rows:
         return 0
     await conn.execute(Q.mark_cancel_requested, payroll_id)
-    for lead in sorted({r["lead"] for r in rows}):
+    for lead in [r["lead"] for r in await conn.fetch(Q.reformable_leads, payroll_id)]:
         batch_id = await conn.fetchval(Q.initiated_batch_of_row, lead)
         if batch_id is not None:
             tracking_id = await conn.fetchval(batches.Q.abandon_batch, batch_id, ABANDON_REASON)

@@ -20,20 +20,26 @@ FOR UPDATE;
 SELECT status FROM payrolls WHERE id = $1 FOR UPDATE;
 
 -- cancellable_items --
--- A PENDING item no batch carries, or whose batch is still `initiated` (never `approving`): cancelled now,
--- with the lead row it is in (the batch's row, else its outbox row's lead).
-WITH live AS (
-    SELECT o.id, coalesce(o.carried_by, o.id) AS lead, (e::bigint) AS item_id
-    FROM outbox o, jsonb_array_elements_text(o.payload -> 'item_ids') AS e
-    WHERE o.payroll_id = $1 AND o.status IN ('pending', 'in_progress')
-)
+-- The payroll's PENDING items that no batch carries, or whose batch is still `initiated` (never `approving`):
+-- cancelled now. Walks the (payroll_id, position) index; the caller holds every lead row's lock.
 UPDATE payroll_items i
 SET status = 'CANCELLED', failure_reason = $2, updated_at = now()
-FROM live
-WHERE i.id = live.item_id AND i.payroll_id = $1 AND i.status = 'PENDING'
+WHERE i.payroll_id = $1 AND i.status = 'PENDING'
   AND (i.provider_batch_id IS NULL
        OR EXISTS (SELECT 1 FROM provider_batches b WHERE b.id = i.provider_batch_id AND b.stage = 'initiated'))
-RETURNING i.id, live.lead;
+RETURNING i.id;
+
+-- reformable_leads --
+-- The payroll's lead rows whose batch was never sent for approval (none yet, or `initiated`): they are
+-- taken back (batches.reform) once their items of this payroll are cancelled.
+SELECT DISTINCT coalesce(o.carried_by, o.id) AS lead
+FROM outbox o
+WHERE o.payroll_id = $1 AND o.status IN ('pending', 'in_progress')
+  AND NOT EXISTS (
+      SELECT 1 FROM provider_batches b
+      WHERE b.outbox_id = coalesce(o.carried_by, o.id) AND b.stage <> 'initiated'
+  )
+ORDER BY 1;
 
 -- mark_cancel_requested --
 UPDATE payrolls SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
