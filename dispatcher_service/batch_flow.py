@@ -358,7 +358,10 @@ class BatchFlow:
             self.log.warning("batch_approval_refused", reason=reason, payroll_status=final)
             return False
         if approve_error is None:
-            # Found in `approving` after a crash, still waiting: approve it now (same batch, same items).
+            # Found in `approving` after a crash, still waiting: approve it now (same batch, same items), on a
+            # balance read now: the check made before `approving` was written may be long stale.
+            if not await self._funds_cover(stored):
+                return False
             return await self._approve(stored, first=False)
         await self._retry_later(
             f"approve not accepted yet ({approve_error}); the batch still waits for approval"

@@ -27,5 +27,5 @@ ALTER TABLE payrolls ADD CONSTRAINT payrolls_status_check
 -- When the employer first asked to cancel the payroll (POST /payrolls/{id}/cancel).
 ALTER TABLE payrolls ADD COLUMN cancel_requested_at timestamptz;
 
--- The batches waiting for funds, for the payroll views and the metrics.
-CREATE INDEX provider_batches_initiated_idx ON provider_batches (outbox_id) WHERE stage = 'initiated';
+-- The batches not approved yet (some waiting for funds), for the payroll views and the metrics.
+CREATE INDEX provider_batches_unapproved_idx ON provider_batches (outbox_id) WHERE stage IN ('initiated', 'approving');

@@ -136,6 +136,42 @@ async def test_a_batch_found_initiated_after_a_crash_reads_the_wallet_before_app
     assert provider.calls.count("approve") == 1 and provider.paid_accounts() == sorted(ACCOUNTS)
 
 
+async def test_a_batch_found_approving_and_still_waiting_after_a_crash_is_approved_only_once_funded(
+    pool: asyncpg.Pool, run_dispatchers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the `approving` write and the approve request: the resumed flow asks status (still
+    waiting), then reads the wallet again before approving; the check made before the crash is stale."""
+    provider = FakeIntaSend(balance=Decimal("1000.00"))
+    real_set_stage = batches.set_stage
+    crashed = False
+
+    async def crash_after_approving(pool_, row, batch_id, stage, carried=()):  # type: ignore[no-untyped-def]
+        nonlocal crashed
+        await real_set_stage(pool_, row, batch_id, stage, carried)
+        if stage == Stage.APPROVING and not crashed:
+            crashed = True
+            provider.balance = Decimal("10.00")
+            await pool.execute(
+                "UPDATE outbox SET status = 'pending', locked_by = NULL, locked_until = NULL, "
+                "lease_token = NULL, available_at = now() WHERE id = $1",
+                row.id,
+            )
+            raise batches.LeaseLost("crashed before the approve request")
+
+    monkeypatch.setattr(batches, "set_stage", crash_after_approving)
+    payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
+    run_dispatchers(provider, **FAST_FUNDS)
+    await until(lambda: pool.fetchval("SELECT funds_short_checks > 0 FROM provider_batches"))
+    assert "approve" not in provider.calls
+    assert await pool.fetchval("SELECT stage FROM provider_batches") == Stage.APPROVING
+    async with pool.acquire() as conn:
+        wait = await funds.payroll_wait(conn, payroll)
+    assert wait is not None and wait.short_by == Decimal("990.00")
+    provider.balance = Decimal("1000.00")
+    assert await wait_final(pool, [payroll]) == {payroll: "COMPLETED"}
+    assert provider.calls.count("approve") == 1 and provider.paid_accounts() == sorted(ACCOUNTS)
+
+
 def cancel_at_approving(
     monkeypatch: pytest.MonkeyPatch, pool: asyncpg.Pool, payroll: uuid.UUID, *, before: bool
 ) -> list[cancellation.Cancelled]:
