@@ -32,6 +32,7 @@ TABLE: dict[type[errors.PayrunError], tuple[int, str, str]] = {
     errors.PayrollNotFound: (404, "payroll-not-found", "Payroll not found"),
     errors.ItemNotFound: (404, "item-not-found", "Item not found"),
     errors.ItemNotInReview: (409, "item-not-in-review", "Item not awaiting review"),
+    errors.NothingToRecheck: (409, "nothing-to-recheck", "Nothing to re-check"),
     errors.DuplicateReference: (409, "duplicate-reference", "Duplicate reference"),
     errors.PayrollFinal: (409, "payroll-final", "Payroll already finished"),
     errors.PayrollNotProcessing: (409, "payroll-not-processing", "Payroll not processing"),

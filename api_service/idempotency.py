@@ -23,7 +23,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from shared import db, errors, sqlfiles
+from shared import db, errors, jsonvalues, sqlfiles
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -43,7 +43,15 @@ class Reply:
 
     def response(self, *, replayed: bool = False) -> Response:
         headers = {**self.headers, REPLAYED_HEADER: "true"} if replayed else self.headers
-        return JSONResponse(self.body, status_code=self.status, headers=headers)
+        return _FastJSONResponse(self.body, status_code=self.status, headers=headers)
+
+
+class _FastJSONResponse(JSONResponse):
+    """The same JSON as Starlette's (compact, UTF-8 as is), written by msgspec: a 10,000-item payroll's
+    body in a few milliseconds."""
+
+    def render(self, content: Any) -> bytes:
+        return jsonvalues.dumps_bytes(content)
 
 
 def key_of(request: Request) -> str | None:

@@ -11,7 +11,7 @@ from typing import Any, get_args
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api_service import body, export, idempotency, schemas
+from api_service import body, export, idempotency, ops_schemas, schemas
 
 _REF = "#/components/schemas/{model}"
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(model="ProblemOut")}}}
@@ -27,10 +27,18 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.ItemPageOut, "serialization"),
     (schemas.ProcessAcceptedOut, "serialization"),
     (schemas.CancelOut, "serialization"),
+    (schemas.CallbackOut, "serialization"),
     (schemas.ResolveItemsIn, "validation"),
     (schemas.ResolveItemsOut, "serialization"),
+    (schemas.RecheckItemsIn, "validation"),
+    (schemas.RecheckItemsOut, "serialization"),
     (schemas.HealthOut, "serialization"),
     (schemas.ProblemOut, "serialization"),
+    (ops_schemas.OpsOverviewOut, "serialization"),
+    (ops_schemas.OpsPayrollPageOut, "serialization"),
+    (ops_schemas.OpsItemPageOut, "serialization"),
+    (ops_schemas.OpsOutboxPageOut, "serialization"),
+    (ops_schemas.OpsActionsOut, "serialization"),
 ]
 
 _PROBLEMS = {
@@ -53,6 +61,7 @@ _HEADER = {"schema": {"type": "string"}}
 # Each paged route has its own kind of cursor: GET /payrolls's, and GET /payrolls/{id}/items's.
 CURSOR_FORMAT = "payrun-cursor"
 ITEM_CURSOR_FORMAT = "payrun-item-cursor"
+ID_CURSOR_FORMAT = "payrun-id-cursor"  # GET /ops/items's and GET /ops/outbox's
 
 
 def _json(model: str) -> dict[str, Any]:
@@ -95,6 +104,7 @@ _PROCESS_RESPONSES = {
     },
     **_problems(404, 409, 422, *_AUTHED, conflict="The payroll is in a final state."),
 }
+_IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}
 _STATUS_GET = {
     "summary": "Poll a payroll's progress",
     "parameters": [
@@ -205,6 +215,139 @@ _ITEMS_CSV_GET = {
     },
 }
 _OPEN: dict[str, Any] = {"security": []}
+_OPERATOR: dict[str, Any] = {"security": [{"operator": []}]}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_EMPLOYER_FILTER = _query("employer_id", {"type": "string", "format": "uuid"}, "Only this employer's.")
+_SEARCH = _query(
+    "q",
+    {"type": "string", "minLength": 1, "maxLength": ops_schemas.SEARCH_MAX_LENGTH,
+     "pattern": schemas.PLAIN_TEXT_PATTERN},
+    "Search (case-insensitive, part of the text)",
+)  # fmt: skip
+_OPS_READ = (401, 422, 429, 503)
+
+
+def _ops_get(summary: str, description: str, parameters: list[Any], model: str) -> dict[str, Any]:
+    return {
+        "get": {
+            **_OPERATOR,
+            "summary": summary,
+            "description": description + " An employer's API key is refused (401).",
+            "parameters": parameters,
+            "responses": {
+                "200": {"description": "The data.", "content": _json(model)},
+                **_problems(*_OPS_READ),
+            },
+        }
+    }
+
+
+_OPS_PATHS: dict[str, dict[str, Any]] = {
+    "/ops/overview": _ops_get(
+        "The operator console's head line (an operator's key)",
+        "Payrolls per status and outbox rows per state across every employer, NEEDS_REVIEW items, the rate "
+        "limit in use and any 429 pause, the last hour minute by minute (items finished, rows waiting), and "
+        "the employers with their payrolls per status.",
+        [],
+        "OpsOverviewOut",
+    ),
+    "/ops/payrolls": _ops_get(
+        "Every employer's payrolls, newest first (an operator's key)",
+        "`q` matches part of the reference.",
+        [
+            _EMPLOYER_FILTER,
+            _status_param(get_args(schemas.PayrollStatusName)),
+            _SEARCH,
+            _LIMIT,
+            _cursor_param(CURSOR_FORMAT),
+        ],
+        "OpsPayrollPageOut",
+    ),  # fmt: skip
+    "/ops/items": _ops_get(
+        "Every employer's items, newest first (an operator's key)",
+        "`q` matches a phone number in any form (07…, 2547…, +254 7…, by its last nine digits), part of the "
+        "account, of the payee's name or of the payroll's reference, or exactly a request_reference_id or "
+        "tracking_id. Each item comes with IntaSend's references and the outbox row whose batch carried it "
+        "(attempts, last error, next attempt).",
+        [
+            _EMPLOYER_FILTER,
+            _status_param(get_args(schemas.ItemStatusName)),
+            _SEARCH,
+            _LIMIT,
+            _cursor_param(ID_CURSOR_FORMAT),
+        ],
+        "OpsItemPageOut",
+    ),  # fmt: skip
+    "/ops/outbox": _ops_get(
+        "Outbox rows, oldest first (an operator's key)",
+        "`view=stuck` (the default): in_progress rows whose lease ran out, and pending rows due for over 5 "
+        "minutes that no dispatcher claimed; `dead`: rows that gave up (DISPATCHER_MAX_ERRORS); `pending`, "
+        "`in_progress`, `all` (every row not done).",
+        [
+            _query(
+                "view",
+                {"type": "string", "enum": list(get_args(ops_schemas.OutboxView)), "default": "stuck"},
+                "Which rows.",
+            ),
+            _EMPLOYER_FILTER,
+            _LIMIT,
+            _cursor_param(ID_CURSOR_FORMAT),
+        ],
+        "OpsOutboxPageOut",
+    ),  # fmt: skip
+    "/ops/actions": _ops_get(
+        "The action log: resolutions and retries, newest first (an operator's key)",
+        "Operators' resolutions of NEEDS_REVIEW items (item_resolutions, append-only) and retries of "
+        "FAILED items (payrolls.retry_of), whoever asked for them.",
+        [
+            _query(
+                "limit",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": ops_schemas.ACTIONS_LIMIT_MAX,
+                    "default": ops_schemas.ACTIONS_LIMIT_DEFAULT,
+                },
+                "How many, at most.",
+            )
+        ],
+        "OpsActionsOut",
+    ),  # fmt: skip
+    "/ops/payrolls/{payroll_id}/retry": {
+        "post": {
+            **_OPERATOR,
+            "summary": "Retry a payroll's FAILED items for its employer (an operator's key)",
+            "description": "What `POST /payrolls/{id}/retry` does, on behalf of the payroll's own employer: "
+            "the new DRAFT is that employer's, and the employer runs it. No Idempotency-Key: a payroll is "
+            "retried at most once, so asking again is a 409 `already-retried` naming the retry.",
+            "parameters": [_PAYROLL_ID],
+            "requestBody": {"required": False, "content": _json("RetryPayrollIn")},
+            "responses": {
+                "201": {
+                    "description": "Created: the new DRAFT payroll.",
+                    "headers": {"Location": {"description": "/payrolls/{id} of the new payroll", **_HEADER}},
+                    "content": _json("PayrollDetailOut"),
+                },
+                **_problems(
+                    400,
+                    404,
+                    409,
+                    413,
+                    415,
+                    422,
+                    *_AUTHED,
+                    conflict="As for POST /payrolls/{id}/retry: `payroll-not-final`, `nothing-to-retry`, "
+                    "`already-retried` (`retry_id`), `duplicate-reference`.",
+                ),
+            },
+        }
+    },
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {
@@ -290,13 +433,21 @@ PATHS: dict[str, dict[str, Any]] = {
         },
         "get": {
             "summary": "List payrolls, newest first",
+            "description": "The ETag is that of the page's body: a matching `If-None-Match` gets 304, so a "
+            "page that refreshes its list costs no body while nothing changed.",
             "parameters": [
                 _status_param(get_args(schemas.PayrollStatusName)),
                 _LIMIT,
                 _cursor_param(CURSOR_FORMAT),
+                _IF_NONE_MATCH,
             ],
             "responses": {
-                "200": {"description": "One page.", "content": _json("PayrollPageOut")},
+                "200": {
+                    "description": "One page.",
+                    "headers": {"ETag": _HEADER, "Cache-Control": _HEADER},
+                    "content": _json("PayrollPageOut"),
+                },
+                "304": {"description": "Unchanged since the ETag in `If-None-Match`."},
                 **_problems(422, *_AUTHED),
             },
         },
@@ -405,6 +556,17 @@ PATHS: dict[str, dict[str, Any]] = {
     "/payroll/status/{payroll_id}": {
         "get": {**_STATUS_GET, "summary": "Poll a payroll (the seed UI's form)"}
     },
+    "/employer/callback": {
+        "get": {
+            "summary": "Where this employer's payroll events go",
+            "description": "The callback URL an operator set (`payrun employer set-callback`), without its "
+            "secret; `url` null when none is set. Events: docs/api.md section 11.",
+            "responses": {
+                "200": {"description": "The callback, or nulls.", "content": _json("CallbackOut")},
+                **_problems(*_AUTHED),
+            },
+        }
+    },
     "/ops/items/resolve": {
         "post": {
             "security": [{"operator": []}],
@@ -433,6 +595,41 @@ PATHS: dict[str, dict[str, Any]] = {
                     *_AUTHED,
                     conflict="An item is not NEEDS_REVIEW, or was resolved another way (`item_id` says which); "
                     "nothing was changed.",
+                ),
+            },
+        }
+    },
+    **_OPS_PATHS,
+    "/ops/items/recheck": {
+        "post": {
+            "security": [{"operator": []}],
+            "summary": "Ask IntaSend about NEEDS_REVIEW items now (an operator's key)",
+            "description": (
+                "Makes the batches of the items named (or of every item of the payroll that can be re-checked) "
+                "due now: a dispatcher asks IntaSend's status at its next turn (within its share of the rate "
+                "limit) and settles what IntaSend now shows final, as the slow re-check does. An item can be "
+                "re-checked while it is NEEDS_REVIEW, or resolved by hand without IntaSend's final answer yet. "
+                "All items or none; asking again is harmless (a batch due already stays due). An employer's "
+                "API key is refused (401)."
+            ),
+            "requestBody": {"required": True, "content": _json("RecheckItemsIn")},
+            "responses": {
+                "200": {"description": "Due now (or already).", "content": _json("RecheckItemsOut")},
+                "404": {
+                    "description": "An `item_id` names no item (`item_id` says which), or no payroll has "
+                    "`payroll_id`.",
+                    "content": _PROBLEM,
+                },
+                **_problems(
+                    400,
+                    409,
+                    413,
+                    415,
+                    422,
+                    *_AUTHED,
+                    conflict="`nothing-to-recheck`: an item (`item_id`) or the payroll (`payroll_id`) has "
+                    "nothing to re-check (never in review, or IntaSend's final answer is recorded); nothing "
+                    "was changed.",
                 ),
             },
         }

@@ -14,10 +14,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from shared import cancellation, errors, funds, payrolls, resolutions
+from shared import cancellation, errors, funds, payrolls, rechecks, resolutions
 
-# The largest value payroll_items.position (an integer column) holds.
+# The largest value payroll_items.position (an integer column) holds, and the largest bigint id.
 MAX_POSITION = 2**31 - 1
+MAX_ID = 2**63 - 1
 
 
 def money(amount: Decimal) -> str:
@@ -184,6 +185,22 @@ def resolved(outcome: resolutions.Outcome) -> dict[str, Any]:
     }
 
 
+def rechecks_due(scheduled: list[rechecks.Scheduled]) -> dict[str, Any]:
+    return {
+        "batches": [
+            {
+                "tracking_id": b.tracking_id,
+                "item_ids": b.item_ids,
+                "due_at": b.due_at.isoformat(),
+                "checks": b.checks,
+                "last_checked_at": b.last_checked_at.isoformat() if b.last_checked_at else None,
+                "last_result": b.last_result,
+            }
+            for b in scheduled
+        ]
+    }
+
+
 # A cursor is opaque to clients: a JSON array, base64url-encoded without padding. GET /payrolls's holds the
 # (created_at, id) of the last payroll of a page, GET /payrolls/{id}/items's the position of the last item.
 # Each route accepts only its own kind; anything else is a 422 naming `cursor`.
@@ -229,15 +246,28 @@ def encode_item_cursor(position: int) -> str:
     return _encode([position])
 
 
-def decode_item_cursor(cursor: str) -> int:
-    """The item position a cursor of GET /payrolls/{id}/items stands for, or a 422 naming `cursor`."""
+def _decode_int(cursor: str, largest: int) -> int:
     try:
         decoded = _decode(cursor)
     except (ValueError, binascii.Error, RecursionError):
         raise _bad_cursor() from None
     if not (isinstance(decoded, list) and len(decoded) == 1 and type(decoded[0]) is int):
         raise _bad_cursor()
-    position: int = decoded[0]
-    if not 0 <= position <= MAX_POSITION:
+    value: int = decoded[0]
+    if not 0 <= value <= largest:
         raise _bad_cursor()
-    return position
+    return value
+
+
+def decode_item_cursor(cursor: str) -> int:
+    """The item position a cursor of GET /payrolls/{id}/items stands for, or a 422 naming `cursor`."""
+    return _decode_int(cursor, MAX_POSITION)
+
+
+# The /ops/ lists of items and outbox rows page by id: their cursor holds the last row's id.
+encode_id_cursor = encode_item_cursor
+
+
+def decode_id_cursor(cursor: str) -> int:
+    """The row id a cursor of GET /ops/items or GET /ops/outbox stands for, or a 422 naming `cursor`."""
+    return _decode_int(cursor, MAX_ID)

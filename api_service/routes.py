@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from api_service import dashboard
 from api_service.auth import operator_only, protected
-from api_service.handlers import ops, payrolls, review, webhooks
+from api_service.handlers import callbacks, console, ops, payrolls, review, webhooks
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -34,6 +34,7 @@ ROUTES = [
     Route("/metrics", ops.metrics_text, methods=["GET"], name="metrics"),
     # The dashboard (an HTML page, not part of the JSON API): the page asks for a key and sends it itself.
     Route("/", dashboard.page, methods=["GET"], name="dashboard", include_in_schema=False),
+    Route("/ops", dashboard.console_page, methods=["GET"], name="console", include_in_schema=False),
     Route(
         "/dashboard/{name}", dashboard.asset, methods=["GET"], name="dashboard_asset", include_in_schema=False
     ),
@@ -98,11 +99,30 @@ ROUTES = [
         methods=["GET"],
         name="payroll_status_seed",
     ),
+    Route("/employer/callback", protected(callbacks.get_callback), methods=["GET"], name="employer_callback"),
     # An operator's key (`payrun operator create`), never an employer's.
     Route(
         "/ops/items/resolve",
         operator_only(review.resolve_items),
         methods=["POST"],
         name="resolve_items",
+    ),
+    # The operator console's data (read-only), and a retry on behalf of the payroll's employer.
+    Route("/ops/overview", operator_only(console.overview), methods=["GET"], name="ops_overview"),
+    Route("/ops/payrolls", operator_only(console.list_payrolls), methods=["GET"], name="ops_payrolls"),
+    Route("/ops/items", operator_only(console.list_items), methods=["GET"], name="ops_items"),
+    Route("/ops/outbox", operator_only(console.list_outbox), methods=["GET"], name="ops_outbox"),
+    Route("/ops/actions", operator_only(console.list_actions), methods=["GET"], name="ops_actions"),
+    Route(
+        "/ops/payrolls/{payroll_id}/retry",
+        operator_only(console.retry_payroll),
+        methods=["POST"],
+        name="ops_retry_payroll",
+    ),
+    Route(
+        "/ops/items/recheck",
+        operator_only(review.recheck_items),
+        methods=["POST"],
+        name="recheck_items",
     ),
 ]

@@ -25,6 +25,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -486,6 +487,16 @@ class CancelOut(BaseModel):
     status_url: str
 
 
+class CallbackOut(BaseModel):
+    """`GET /employer/callback`: where this employer's payroll events go (docs/api.md section 11). The signing
+    secret is never shown: it was printed once, when an operator set the callback."""
+
+    url: str | None = Field(description="The URL events are POSTed to; null: no events are sent.")
+    signature: Literal["Payrun-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<body>'>"] | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
 # ---- POST /ops/items/resolve (an operator's key) -----------------------------------------------------------
 
 MAX_RESOLUTIONS = 1000
@@ -608,6 +619,71 @@ class ResolvedPayrollOut(BaseModel):
 class ResolveItemsOut(BaseModel):
     resolutions: list[ResolutionOut] = Field(description="One per item asked, in the request's order.")
     payrolls: list[ResolvedPayrollOut] = Field(description="The items' payrolls, with their status now.")
+
+
+# ---- POST /ops/items/recheck (an operator's key) ----------------------------------------------------------
+
+ItemId = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_ITEM_ID)]
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise _error("null", "must not be null: leave the field out instead")
+    return value
+
+
+class RecheckItemsIn(BaseModel):
+    """`POST /ops/items/recheck`: `item_ids` or `payroll_id`, exactly one."""
+
+    model_config = ConfigDict(**_REQUEST, json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    item_ids: Annotated[
+        list[ItemId] | None,
+        BeforeValidator(_not_null),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": MAX_ITEM_ID},
+                "minItems": 1,
+                "maxItems": MAX_RESOLUTIONS,
+                "description": "payroll_items.id of each item to re-check now.",
+            }
+        ),
+    ] = Field(None, min_length=1, max_length=MAX_RESOLUTIONS)
+    payroll_id: Annotated[
+        PayrollId | None,
+        BeforeValidator(_not_null),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "format": "uuid",
+                "description": "Re-check every item of this payroll that can be.",
+            }
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RecheckItemsIn:
+        if (self.item_ids is None) == (self.payroll_id is None):
+            raise _error("one_target", "give item_ids or payroll_id, exactly one")
+        return self
+
+
+class RecheckBatchOut(BaseModel):
+    tracking_id: str = Field(description="IntaSend's batch.")
+    item_ids: list[int] = Field(description="The items of the request (or of the payroll) in this batch.")
+    due_at: datetime = Field(
+        description="When a dispatcher asks IntaSend next (now, or earlier if it was due)."
+    )
+    checks: int = Field(description="Re-checks of this batch so far.")
+    last_checked_at: datetime | None
+    last_result: str | None = Field(
+        description="What the last re-check learned: IntaSend's batch status, `not_found`, or the error."
+    )
+
+
+class RecheckItemsOut(BaseModel):
+    batches: list[RecheckBatchOut] = Field(description="One per IntaSend batch, in batch order.")
 
 
 class ProcessAcceptedOut(BaseModel):

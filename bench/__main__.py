@@ -23,7 +23,7 @@ from bench import host, postgres, registry, stats
 from shared import logging as payrun_logging
 from testkit.stack import ROOT
 
-BENCHES = ("burst", "hundred_users", "scale", "throughput", "resources", "coalescing")
+BENCHES = ("burst", "hundred_users", "scale", "throughput", "resources", "coalescing", "create")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
         "--runs", type=int, default=3, help="repetitions of each measurement; medians are printed (default 3)"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile in throughput")
+    parser.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        help="scale: run only this case (repeatable), e.g. --case 10x10000",
+    )
+    parser.add_argument(
+        "--one-dispatcher",
+        action="store_true",
+        help="throughput: only one dispatcher beside pgqueuer (no two-dispatcher runs, no claim latency)",
+    )
     return parser
 
 
@@ -90,7 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         _parser().error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
     payrun_logging.configure("warning", "console")  # migrations log through structlog: keep stdout for tables
-    opts = registry.Options(quick=args.quick, runs=max(1, args.runs), profile=not args.no_profile)
+    opts = registry.Options(
+        quick=args.quick,
+        runs=max(1, args.runs),
+        profile=not args.no_profile,
+        one_dispatcher=args.one_dispatcher,
+        cases=tuple(args.case),
+    )
     if opts.log_dir.exists():
         shutil.rmtree(opts.log_dir)
     opts.log_dir.mkdir(parents=True)

@@ -22,6 +22,8 @@ class Options:
     runs: int = 3
     log_dir: Path = LOG_ROOT / "latest"
     profile: bool = True
+    one_dispatcher: bool = False
+    cases: tuple[str, ...] = ()  # scale: only these cases (all when empty)
 
     def reps(self, full: int | None = None) -> int:
         return 1 if self.quick else (full or self.runs)

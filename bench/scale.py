@@ -30,7 +30,8 @@ def cases(opts: registry.Options) -> list[Case]:
 
 
 async def run(opts: registry.Options) -> list[dict[str, Any]]:
-    medians = await run_cases(opts, NAME, cases(opts), opts.reps())
+    chosen = [c for c in cases(opts) if not opts.cases or c.label in opts.cases]
+    medians = await run_cases(opts, NAME, chosen, opts.reps())
     rows = [
         [
             m["case"],

@@ -1,7 +1,9 @@
 """throughput: payouts per second with the provider's limit lifted (INTASEND_MAX_RPS=100000, SIM_MAX_RPS=0,
-SIM_PROCESSING_S=0, SIM_LATENCY_MS=0), through one dispatcher and through two; where one dispatcher's time
-goes (py-spy, once, in an extra run left out of the medians); and claim latency with 10,000 and with
-1,000,000 done rows in the outbox.
+SIM_PROCESSING_S=0, SIM_LATENCY_MS=0), through one dispatcher and through two, each one-dispatcher run
+followed on the same server by pgqueuer draining as many no-op jobs at batch 100 (bench/pgqueuer_drain.py);
+CPU per payout of the dispatcher plus PostgreSQL; where one dispatcher's time goes (py-spy, once, in an
+extra run left out of the medians); and claim latency with 10,000 and with 1,000,000 done rows in the
+outbox.
 
 Payrolls of 10,000 workers are written in SQL (POST /payrolls would validate 10,000 items each and only slow
 the setup), then all processed through the API at one instant; payouts per second = items paid / (last
@@ -19,13 +21,31 @@ from typing import Any
 
 import asyncpg
 
-from bench import fixtures, host, postgres, processes, profiling, registry, simlog, stats, traffic
+from bench import (
+    fixtures,
+    host,
+    pgqueuer_drain,
+    postgres,
+    processes,
+    profiling,
+    registry,
+    simlog,
+    stats,
+    traffic,
+)
 from shared import db, outbox, sqlfiles
 from testkit.stack import ROOT
 
 NAME = "throughput"
 LIFTED = {"INTASEND_MAX_RPS": "100000", "SIM_MAX_RPS": "0", "SIM_PROCESSING_S": "0", "SIM_LATENCY_MS": "0"}
 TARGET_PER_S = 5000
+TARGET_VS_PGQUEUER = 1.0  # payouts/s over pgqueuer's no-op jobs/s, same server, same run
+TARGET_CPU_MS = 0.145 / 3  # dispatcher + PostgreSQL CPU per payout (issue 11: a third of 0.145 ms)
+
+
+async def pgqueuer_run(jobs: int) -> dict[str, Any]:
+    async with postgres.fresh_database("payrun_bench_pgq") as dsn:
+        return await pgqueuer_drain.drain(dsn, jobs)
 
 
 async def one_run(
@@ -189,7 +209,7 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
         async def held_row() -> uuid.UUID:
             token = uuid.uuid4()
             await conn.execute(
-                "UPDATE outbox SET status = 'in_progress', lease_token = $2, "
+                "UPDATE outbox SET status = 'in_progress', lease_token = $2, locked_by = 'bench', processed_at = NULL, "
                 "locked_until = now() + interval '1 minute' WHERE id = $1",
                 row["id"],
                 token,
@@ -226,10 +246,15 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                 lambda _: conn.execute(q["mark_submitted"], batch_id),
             ),
             (
-                "record_poll: store the status response (jsonb, fenced)",
+                "record_poll: a status answer that is not final (its code only, fenced)",
                 held_row,
-                lambda token: conn.fetchval(
-                    q["record_poll"], batch_id, row["last_status"], "BC100", row["id"], token
+                lambda token: conn.fetchval(q["record_poll"], batch_id, None, "BP110", row["id"], token),
+            ),
+            (
+                "record_final_status: the final status answer, kept once (jsonb)",
+                None,
+                lambda _: conn.execute(
+                    q["record_final_status"], batch_id, "finished", row["last_status"], "BC100"
                 ),
             ),
             (
@@ -380,7 +405,7 @@ async def claim_latency(opts: registry.Options) -> dict[str, Any]:
                     await conn.fetchval(_next_due_sql())
                     next_due.append(time.perf_counter() - t0)
                 plan = await conn.fetchval(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _claim_sql(), "bench", 30.0, 32, []
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _claim_sql(), "bench", 30.0, 32, [], 0
                 )
                 backlog_t0 = time.perf_counter()
                 await conn.fetchrow(_BACKLOG_SQL)
@@ -447,6 +472,69 @@ def _plan_indexes(plan: Any) -> set[str]:
     return found
 
 
+def _report_against_pgqueuer(
+    runs: list[dict[str, Any]], pgq_runs: list[dict[str, Any]], pgq_version: str
+) -> None:
+    def cpu_ms(r: dict[str, Any]) -> float:
+        pg = r["cpu_s"]["postgres"]
+        return 1000 * (r["cpu_s"]["dispatchers"] + (pg or 0.0)) / r["items"]
+
+    rows = []
+    for r, q in zip(runs, pgq_runs, strict=True):
+        pgq_ms = 1000 * (q["cpu_s"] + (q["postgres_cpu_s"] or 0.0)) / q["jobs"]
+        rows.append(
+            [
+                str(r["rep"]),
+                round(r["per_s"]),
+                round(q["per_s"]),
+                f"{r['per_s'] / q['per_s']:.2f}",
+                f"{cpu_ms(r):.4f}",
+                f"{pgq_ms:.4f}",
+            ]
+        )
+    ratio = stats.med(r["per_s"] / q["per_s"] for r, q in zip(runs, pgq_runs, strict=True))
+    m_cpu = stats.med(cpu_ms(r) for r in runs)
+    rows.append(
+        [
+            "median",
+            round(stats.med(r["per_s"] for r in runs)),
+            round(stats.med(q["per_s"] for q in pgq_runs)),
+            f"{ratio:.2f}",
+            f"{m_cpu:.4f}",
+            "",
+        ]
+    )
+    stats.table(
+        f"throughput: payrun (one dispatcher) beside pgqueuer {pgq_version} draining as many no-op jobs at "
+        f"batch {pgqueuer_drain.BATCH}, same server, right after each run",
+        [
+            "run",
+            "payouts/s",
+            "pgqueuer jobs/s",
+            "ratio",
+            "payrun CPU ms/payout (dispatcher + postgres)",
+            "pgqueuer CPU ms/job (worker + postgres)",
+        ],
+        rows,
+    )
+    registry.record(
+        NAME,
+        "payouts/s over pgqueuer's no-op jobs/s (batch 100)",
+        round(ratio, 2),
+        "x",
+        f">= {TARGET_VS_PGQUEUER}",
+        ratio >= TARGET_VS_PGQUEUER,
+    )
+    registry.record(
+        NAME,
+        "CPU per payout, dispatcher + PostgreSQL",
+        round(m_cpu, 4),
+        "ms",
+        f"<= {TARGET_CPU_MS:.4f}",
+        m_cpu <= TARGET_CPU_MS,
+    )
+
+
 async def run(opts: registry.Options) -> dict[str, Any]:
     payrolls, workers = (4, 10_000) if opts.quick else (8, 10_000)
     reps = opts.reps()
@@ -482,8 +570,14 @@ async def run(opts: registry.Options) -> dict[str, Any]:
         stats.say(
             "py-spy is not installed (pip install py-spy into the venv to profile); no profile this time"
         )
-    for dispatchers in (1, 2):
-        runs = [await one_run(opts, dispatchers, payrolls, workers, rep) for rep in range(1, reps + 1)]
+    pgq_version = pgqueuer_drain.ensure_installed()
+    pgq_runs: list[dict[str, Any]] = []
+    for dispatchers in (1,) if opts.one_dispatcher else (1, 2):
+        runs = []
+        for rep in range(1, reps + 1):
+            runs.append(await one_run(opts, dispatchers, payrolls, workers, rep))
+            if dispatchers == 1:  # side by side: the same number of no-op jobs right after each run
+                pgq_runs.append(await pgqueuer_run(runs[-1]["items"]))
         results[str(dispatchers)] = runs
         rows = [
             [
@@ -546,6 +640,7 @@ async def run(opts: registry.Options) -> dict[str, Any]:
         )
         ok = all(r["ledger"]["ok"] for r in runs)
         if dispatchers == 1:
+            _report_against_pgqueuer(runs, pgq_runs, pgq_version)
             registry.record(
                 NAME,
                 "payouts/s through one dispatcher (limit lifted)",
@@ -566,6 +661,14 @@ async def run(opts: registry.Options) -> dict[str, Any]:
         registry.record(
             NAME, f"ledger with {dispatchers} dispatcher(s)", "ok" if ok else "FAIL", "", "ok", ok
         )
+    results["pgqueuer"] = pgq_runs
+    if opts.one_dispatcher:
+        registry.DETAILS[NAME] = {"runs": results, "profile": profile}
+        one = stats.med(r["per_s"] for r in results["1"])
+        registry.summary(
+            f"{NAME}: limit lifted, {one:,.0f} payouts/s through one dispatcher (medians of {reps} runs)"
+        )
+        return results
     claim = await claim_latency(opts)
     rows = [
         [

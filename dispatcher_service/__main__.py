@@ -37,8 +37,13 @@ async def main(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         # Long keep-alive: a request on a fresh connection leaves later than the limiter logged it.
         connector = aiohttp.TCPConnector(limit=max(10, settings.dispatcher_concurrency), keepalive_timeout=60)
+        # Employer events: a session of their own, so a receiver that hangs holds none of IntaSend's connections.
+        callback_connector = aiohttp.TCPConnector(limit=settings.employer_callback_concurrency)
         async with (
             aiohttp.ClientSession(connector=connector) as session,
+            aiohttp.ClientSession(
+                connector=callback_connector, cookie_jar=aiohttp.DummyCookieJar()
+            ) as callbacks,
             metrics_server.serving(pool, settings.api_host, settings.dispatcher_metrics_port),
         ):
             provider = IntaSendClient(
@@ -50,7 +55,9 @@ async def main(settings: Settings) -> None:
             limiter = ProviderRateLimiter(pool, max_rps=settings.intasend_max_rps)
             caller = ProviderCaller(limiter)
             await _check_provider(caller, provider)
-            dispatcher = Dispatcher(pool=pool, dsn=dsn, provider=provider, caller=caller, settings=settings)
+            dispatcher = Dispatcher(
+                pool=pool, dsn=dsn, provider=provider, caller=caller, settings=settings, callbacks=callbacks
+            )
             await dispatcher.run(stop)
     finally:
         await pool.close()

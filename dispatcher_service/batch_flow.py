@@ -98,6 +98,10 @@ class BatchFlow:
         self.log = log.bind(outbox_id=row.id, payroll_id=str(row.payroll_id), attempt=row.attempts)
         # The initiate answer of this run, whose wallet balance is fresh only if approve follows at once.
         self._fresh: Batch | None = None
+        # The batch's items with their references, once this flow has them (read once per claim).
+        self.sent_items: list[batches.Item] | None = None
+        # The batch code last recorded: a status answer is kept whole only when its code differs.
+        self.recorded_code: str | None = None
 
     @property
     def item_ids(self) -> list[int]:
@@ -124,6 +128,7 @@ class BatchFlow:
                 if stored is None:
                     return
             self._formed()
+            self.recorded_code = stored.status_code
             self.log = self.log.bind(tracking_id=stored.tracking_id)
             if stored.stage == Stage.INITIATED:
                 if await self._hand_back_if_stopping("approve"):
@@ -231,8 +236,10 @@ class BatchFlow:
             nonce=batch.nonce,
             response=batch.raw,
             refs=refs,
+            approve_body=batch.body,
         )
         self._fresh = batch
+        self.sent_items = batches.with_references(items, refs)
         await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "ok", batch.tracking_id)
         self.log.info(
             "batch_initiated", tracking_id=batch.tracking_id, items=len(items), rows=1 + len(self.carried)
@@ -240,6 +247,14 @@ class BatchFlow:
         return stored
 
     # -- step 3: funds, then approve exactly the persisted batch ----------------------------------------
+
+    async def _amounts(self) -> list[Decimal]:
+        """The amounts of the items the batch carries (those linked to it at initiate)."""
+        if self.sent_items is None:
+            self.sent_items = [
+                i for i in await batches.items(self.pool, self.item_ids) if i.request_reference_id
+            ]
+        return [i.amount for i in self.sent_items]
 
     async def _funds_cover(self, stored: batches.StoredBatch) -> bool:
         """True when the wallet, read now, covers the batch (or the provider does not say): approve. False
@@ -261,7 +276,7 @@ class BatchFlow:
                 await self._retry_later(f"reading the wallet balance before approve failed: {exc}")
                 return False
             available = _available(_find_wallet(wallets, wallet_id))
-        required = _estimate(stored.initiate_response)
+        required = _estimate(stored.initiate_response, await self._amounts())
         if available is None or required is None:
             metrics.FUNDS_CHECKS.labels("unknown").inc()
             self.log.warning(
@@ -340,7 +355,7 @@ class BatchFlow:
         except ProviderError as exc:
             await self._retry_later(f"status after approve failed: {exc}")
             return False
-        await batches.record_poll(self.pool, self.row, stored.id, batch.raw, batch.status_code)
+        await self._record_poll(stored, batch)
         if not outcomes.awaiting_approval(batch):
             await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVED, self.carried)
             self.log.info("batch_approval_confirmed", status_code=batch.status_code)
@@ -372,7 +387,9 @@ class BatchFlow:
 
     async def _follow(self, stored: batches.StoredBatch) -> None:
         # The batch's items: those linked to it at initiate (not those IntaSend refused one by one).
-        items = [i for i in await batches.items(self.pool, self.item_ids) if i.request_reference_id]
+        items = self.sent_items
+        if items is None:
+            items = [i for i in await batches.items(self.pool, self.item_ids) if i.request_reference_id]
         polls = stored.status_polls
         # Just approved: give the provider a moment. Back from a long wait: ask at once.
         delay = poll_delay(0) if polls == 0 else 0.0
@@ -398,11 +415,16 @@ class BatchFlow:
                 await self._retry_later(f"status failed: {exc}")
                 return
             polls += 1
-            await batches.record_poll(self.pool, self.row, stored.id, batch.raw, batch.status_code)
             reading = outcomes.read_status(batch, items)
             if reading.final:
+                # The final answer is recorded, and kept whole, in the same transaction as the outcomes.
                 final = await batches.settle(
-                    self.pool, self.row, reading.outcomes, batch_id=stored.id, carried=self.carried
+                    self.pool,
+                    self.row,
+                    reading.outcomes,
+                    batch_id=stored.id,
+                    carried=self.carried,
+                    final_status=(batch.body if batch.body is not None else batch.raw, batch.status_code),
                 )
                 counts: dict[str, int] = {}
                 for o in reading.outcomes:
@@ -411,6 +433,7 @@ class BatchFlow:
                     "batch_settled", polls=polls, status=reading.summary, items=counts, payroll_status=final
                 )
                 return
+            await self._record_poll(stored, batch)
             if await self._past_horizon(stored):
                 settled = {o.item_id for o in reading.outcomes}
                 reason = "the provider gave no final outcome within 24 hours"
@@ -429,6 +452,14 @@ class BatchFlow:
                 self.log.warning("batch_needs_review", reason=reason)
                 return
             delay = poll_delay(polls)
+
+    async def _record_poll(self, stored: batches.StoredBatch, batch: Batch) -> None:
+        """A status answer that is not final: its body is kept (docs/audit.md) only when the batch's code
+        moved, so a batch polled for hours keeps one copy per code, not one per poll."""
+        changed = batch.status_code != self.recorded_code
+        body = (batch.body if batch.body is not None else batch.raw) if changed else None
+        await batches.record_poll(self.pool, self.row, stored.id, body, batch.status_code)
+        self.recorded_code = batch.status_code
 
     async def _past_horizon(self, stored: batches.StoredBatch) -> bool:
         approved_age = await batches.approved_age_s(self.pool, stored.id)
@@ -532,21 +563,16 @@ def _find_wallet(wallets: list[dict[str, Any]], wallet_id: str | None) -> dict[s
     return candidates[0] if candidates else None
 
 
-def _estimate(response: dict[str, Any]) -> Decimal | None:
-    """The batch's total estimate, charges included: `total_amount_estimate`, else its transactions' amounts
-    plus `charge_estimate`."""
+def _estimate(response: dict[str, Any], amounts: list[Decimal]) -> Decimal | None:
+    """The batch's total estimate, charges included: `total_amount_estimate`, else the amounts of the items it
+    carries plus `charge_estimate` (None when IntaSend gave neither estimate)."""
     estimate = _decimal(response.get("total_amount_estimate"))
     if estimate is not None:
         return estimate
-    txns = response.get("transactions")
-    if not isinstance(txns, list) or not txns:
+    charges = _decimal(response.get("charge_estimate"))
+    if charges is None or not amounts:
         return None
-    amounts = [_decimal(t.get("amount")) if isinstance(t, dict) else None for t in txns]
-    if any(a is None for a in amounts):
-        return None
-    return sum((a for a in amounts if a is not None), Decimal(0)) + (
-        _decimal(response.get("charge_estimate")) or Decimal(0)
-    )
+    return sum(amounts, Decimal(0)) + charges
 
 
 def _transaction(item: batches.Item) -> dict[str, Any]:
@@ -558,9 +584,10 @@ def _transaction(item: batches.Item) -> dict[str, Any]:
     return txn
 
 
-def _json_amount(amount: Decimal) -> int | float:
-    """IntaSend types amounts as numbers. A 2-place decimal round-trips exactly through a JSON number."""
-    return int(amount) if amount == amount.to_integral_value() else float(amount)
+def _json_amount(amount: Decimal) -> int | Decimal:
+    """IntaSend types amounts as numbers: a whole amount goes as an integer, any other as the Decimal's own
+    digits (jsonvalues writes Decimals as JSON numbers, never through a binary float)."""
+    return int(amount) if amount == amount.to_integral_value() else amount
 
 
 def _stored_batch(stored: batches.StoredBatch) -> Batch:
@@ -571,4 +598,5 @@ def _stored_batch(stored: batches.StoredBatch) -> Batch:
         nonce=stored.nonce,
         transactions=(),
         raw=stored.initiate_response,
+        body=stored.approve_body,
     )

@@ -3,7 +3,10 @@
 - Wakes on NOTIFY from the API (new rows) and otherwise sleeps until the next row is due (a back-off or a
   lease running out), so an idle dispatcher costs one cheap query every IDLE_MAX_SLEEP_S at most.
 - Keeps at most DISPATCHER_CONCURRENCY rows in flight, one task each, and never two for one row: a claim
-  skips rows whose flow still runs here. Each row's lease is also kept locally (dispatcher_service/lease.py),
+  skips rows whose flow still runs here. Employer events (`deliver_event` rows) take a share of the same
+  claim of their own, EMPLOYER_CALLBACK_CONCURRENCY, and run on their own HTTP session
+  (dispatcher_service/event_delivery.py): they never take a payout's place. Without a callback session
+  (`callbacks=None`) the process claims no events. Each row's lease is also kept locally (dispatcher_service/lease.py),
   checked before every provider request; the heartbeat extends it only when the database did, and cancels
   the task of any row that was taken over.
 - On stop: claims nothing more, lets in-flight batches finish within the grace period, then cancels the rest
@@ -21,14 +24,17 @@ import socket
 import time
 import uuid
 
+import aiohttp
 import asyncpg
 
 from dispatcher_service import batch_flow
 from dispatcher_service.batch_flow import BatchFlow
+from dispatcher_service.event_delivery import EventDelivery
 from dispatcher_service.lease import Lease
 from dispatcher_service.provider.protocol import PayoutProvider
+from dispatcher_service.recheck import Rechecker
 from dispatcher_service.retry import ProviderCaller
-from shared import db, outbox
+from shared import batches, db, outbox
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -57,20 +63,26 @@ class Dispatcher:
         caller: ProviderCaller,
         settings: Settings,
         worker: str | None = None,
+        callbacks: aiohttp.ClientSession | None = None,
     ) -> None:
         self.pool, self.dsn, self.provider, self.caller, self.settings = pool, dsn, provider, caller, settings
+        self.callbacks = callbacks
         self.worker = worker or worker_id()
         self._wake = asyncio.Event()
         self._notified = False  # woken by the API's NOTIFY (new rows), not by a flow that ended
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._leases: dict[int, Lease] = {}
         self._flows: dict[int, BatchFlow] = {}
+        self._events: dict[int, asyncio.Task[None]] = {}  # deliver_event rows in flight (leases in _leases)
         # Flows still forming their batch (before initiate) claimed at once: about a fifth of a second of the
         # provider's limit. Rows beyond wait as rows and are gathered into the batches of the next flows.
         self._forming_max = max(
             1, min(settings.dispatcher_concurrency, math.ceil(settings.intasend_max_rps * FORMING_SHARE_S))
         )
         self._stopping = asyncio.Event()
+        self.rechecker = Rechecker(
+            pool=pool, provider=provider, caller=caller, settings=settings, worker=self.worker
+        )
         self.log = log.bind(dispatcher=self.worker)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -83,6 +95,7 @@ class Dispatcher:
         side = [
             asyncio.create_task(self._listen(stop), name="listen for new outbox rows"),
             asyncio.create_task(self._heartbeat(stop), name="extend leases"),
+            asyncio.create_task(self.rechecker.run(stop), name="re-check NEEDS_REVIEW batches"),
         ]
         try:
             await self._claim_loop(stop)
@@ -102,6 +115,12 @@ class Dispatcher:
                 self.settings.dispatcher_concurrency - len(self._tasks),
                 self._forming_max - sum(1 for flow in self._flows.values() if flow.forming),
             )
+            free = max(0, free)
+            free_events = (
+                max(0, self.settings.employer_callback_concurrency - len(self._events))
+                if self.callbacks
+                else 0
+            )
             sleep_s = 0.0
             try:
                 asked_at = time.monotonic()
@@ -111,17 +130,24 @@ class Dispatcher:
                         worker=self.worker,
                         lease_s=self.settings.dispatcher_lease_s,
                         limit=free,
-                        running=list(self._tasks),
+                        running=[*self._tasks, *self._events],
+                        events=free_events,
                     )
-                    if free > 0
+                    if free > 0 or free_events > 0
                     else []
                 )
+                payouts = [row for row in claimed if row.kind != outbox.Kind.DELIVER_EVENT]
                 for row in claimed:
-                    self._start(row, asked_at)
-                if free > 0 and len(claimed) == free:
+                    if row.kind == outbox.Kind.DELIVER_EVENT:
+                        self._start_event(row, asked_at)
+                    else:
+                        self._start(row, asked_at)
+                if (free > 0 and len(payouts) == free) or (
+                    free_events > 0 and len(claimed) - len(payouts) == free_events
+                ):
                     continue  # there may be more: claim again as soon as there is room
-                if free > 0:
-                    due = await outbox.next_due_s(self.pool)
+                if free > 0 or free_events > 0:
+                    due = await outbox.next_due_s(self.pool, payouts=free > 0, events=free_events > 0)
                     sleep_s = IDLE_MAX_SLEEP_S if due is None else min(max(due, 0.05), IDLE_MAX_SLEEP_S)
                 else:
                     sleep_s = IDLE_MAX_SLEEP_S
@@ -162,6 +188,43 @@ class Dispatcher:
         self._tasks[row.id] = task
         self._leases[row.id] = lease
         self._flows[row.id] = flow
+
+    def _start_event(self, row: outbox.Claimed, asked_at: float) -> None:
+        assert self.callbacks is not None  # events are claimed only with a session to send them
+        lease = Lease(row.id, row.lease_token, lease_s=self.settings.dispatcher_lease_s, asked_at=asked_at)
+        delivery = EventDelivery(
+            pool=self.pool, session=self.callbacks, settings=self.settings, worker=self.worker, row=row,
+            lease=lease,
+        )  # fmt: skip
+        task = asyncio.create_task(
+            self._run_event(delivery), name=f"event row {row.id} payroll {row.payroll_id}"
+        )
+        self._events[row.id] = task
+        self._leases[row.id] = lease
+
+    async def _run_event(self, delivery: EventDelivery) -> None:
+        row = delivery.row
+        try:
+            await delivery.run()
+        except asyncio.CancelledError:
+            raise
+        except batches.LeaseLost as exc:
+            delivery.log.warning("event_lease_lost", error=str(exc))
+        except Exception as exc:  # a database outage or a bug: the row is due again after a back-off
+            delivery.log.exception("event_delivery_crashed", error=str(exc))
+            with contextlib.suppress(Exception):
+                await outbox.release(
+                    self.pool,
+                    row.id,
+                    row.lease_token,
+                    delay_s=batch_flow.row_backoff(row.errors),
+                    error=f"dispatcher error: {type(exc).__name__}: {exc}",
+                    count_error=True,
+                )
+        finally:
+            if self._leases.get(row.id) is delivery.lease:
+                del self._events[row.id], self._leases[row.id]
+            self._wake.set()
 
     def _employer_load(self, employer_id: uuid.UUID | None) -> int:
         """How many of this process's flows lead a batch for this employer: the fewer, the sooner its
@@ -219,7 +282,7 @@ class Dispatcher:
                     lease.extended(asked_at)
                     continue
                 lease.lost = True
-                task = self._tasks.get(row_id)
+                task = self._tasks.get(row_id) or self._events.get(row_id)
                 if task is not None and self._leases.get(row_id) is lease:
                     self.log.warning("lease_taken_over", outbox_id=row_id)
                     task.cancel()
@@ -251,9 +314,9 @@ class Dispatcher:
                         await conn.close()
 
     async def _drain(self) -> None:
-        if not self._tasks:
+        if not self._tasks and not self._events:
             return
-        tasks = dict(self._tasks)
+        tasks = {**self._tasks, **self._events}
         leases = dict(self._leases)
         self.log.info("dispatcher_draining", in_flight=len(tasks), grace_s=self.settings.dispatcher_grace_s)
         _, pending = await asyncio.wait(tasks.values(), timeout=self.settings.dispatcher_grace_s)

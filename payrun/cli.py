@@ -35,6 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     which = set_wallet.add_mutually_exclusive_group(required=True)
     which.add_argument("--wallet-id", help="the employer's own IntaSend wallet")
     which.add_argument("--clear", action="store_true", help="back to the default wallet (INTASEND_WALLET_ID)")
+    callback = employer_sub.add_parser(
+        "set-callback",
+        help="send the employer's payroll events to a URL, signed with a secret printed once (or --clear)",
+    )
+    callback.add_argument("employer", nargs="?", metavar="EMPLOYER", help="the employer's id")
+    callback.add_argument("--employer", dest="employer_option", metavar="ID", help="the same, as an option")
+    url_or_clear = callback.add_mutually_exclusive_group(required=True)
+    url_or_clear.add_argument("--url", help="an http(s) URL the events are POSTed to")
+    url_or_clear.add_argument("--clear", action="store_true", help="send no more events")
+    callback.add_argument(
+        "--keep-secret", action="store_true", help="change the URL only, keep signing with the current secret"
+    )
     operator = sub.add_parser("operator", help="manage operators (who settle NEEDS_REVIEW items)")
     operator_sub = operator.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
     create_operator = operator_sub.add_parser("create", help="create an operator and print its key once")
@@ -85,6 +97,28 @@ async def _set_wallet(settings: Settings, employer_id: uuid.UUID, wallet_id: str
     print(json.dumps(changed))
 
 
+async def _set_callback(
+    settings: Settings, employer_id: uuid.UUID, url: str | None, *, keep_secret: bool
+) -> None:
+    from shared import db, events, migrate
+
+    conn = await db.connect(settings.require_database_url())
+    try:
+        await migrate.ensure_current(conn)
+        if url is None:
+            previous = await events.clear_callback(conn, employer_id)
+            answer: dict[str, object] = {
+                "employer_id": str(employer_id),
+                "url": None,
+                "previous_url": previous,
+            }
+        else:
+            answer = dict(await events.set_callback(conn, employer_id, url, keep_secret=keep_secret))
+    finally:
+        await conn.close()
+    print(json.dumps(answer))
+
+
 async def _create_operator(settings: Settings, name: str) -> None:
     from shared import db, migrate, operators
 
@@ -97,8 +131,15 @@ async def _create_operator(settings: Settings, name: str) -> None:
     print(json.dumps(created))
 
 
+def _employer_id(raw: str, how: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError:
+        raise PayrunError(f"{how} {raw!r} is not an employer id (a UUID)") from None
+
+
 def _employer(args: argparse.Namespace, settings: Settings) -> None:
-    from shared import employers
+    from shared import employers, events
 
     if args.employer_command == "create":
         name = args.name.strip()
@@ -107,12 +148,17 @@ def _employer(args: argparse.Namespace, settings: Settings) -> None:
         wallet_id = None if args.wallet_id is None else employers.check_wallet_id(args.wallet_id)
         asyncio.run(_create_employer(settings, name, wallet_id))
     elif args.employer_command == "set-wallet":
-        try:
-            employer_id = uuid.UUID(args.employer.strip())
-        except ValueError:
-            raise PayrunError(f"--employer {args.employer!r} is not an employer id (a UUID)") from None
+        employer_id = _employer_id(args.employer, "--employer")
         wallet_id = None if args.clear else employers.check_wallet_id(args.wallet_id)
         asyncio.run(_set_wallet(settings, employer_id, wallet_id))
+    elif args.employer_command == "set-callback":
+        if (args.employer is None) == (args.employer_option is None):
+            raise PayrunError("name the employer once: EMPLOYER or --employer ID")
+        employer_id = _employer_id(args.employer or args.employer_option, "EMPLOYER")
+        if args.clear and args.keep_secret:
+            raise PayrunError("--keep-secret goes with --url, not --clear")
+        url = None if args.clear else events.check_url(args.url)
+        asyncio.run(_set_callback(settings, employer_id, url, keep_secret=args.keep_secret))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from shared import db, metrics, outbox, sqlfiles
+from shared import db, events, metrics, outbox, sqlfiles
 from shared.outbox import RowStatus
 from shared.payrolls import ItemStatus, PayrollStatus
 
@@ -55,8 +55,13 @@ class StoredBatch:
     tracking_id: str
     nonce: str | None
     stage: Stage
+    # IntaSend's initiate answer: its batch-level fields as stored (docs/audit.md), enough to approve with.
     initiate_response: dict[str, Any]
     status_polls: int
+    # The initiate answer's bytes as received, while the flow that initiated holds them: approve sends
+    # them back as is. None for a batch read back from the database (then approve sends initiate_response).
+    approve_body: bytes | None = None
+    status_code: str | None = None  # the batch code of the last status answer recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +95,26 @@ class FundsCheck:
 
 async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
     rows = await pool.fetch(Q.batch_items, list(item_ids))
-    return [Item(**{**dict(r), "status": ItemStatus(r["status"])}) for r in rows]
+    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], ItemStatus(r[8]), r[9]) for r in rows]
+
+
+def with_references(items: Sequence[Item], refs: dict[int, str]) -> list[Item]:
+    """The items as persisted with their request_reference_ids: the flow goes on without reading them again."""
+    return [
+        Item(
+            i.id,
+            i.position,
+            i.name,
+            i.account,
+            i.amount,
+            i.provider,
+            i.bank_code,
+            i.narrative,
+            i.status,
+            refs[i.id],
+        )
+        for i in items
+    ]
 
 
 async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
@@ -98,7 +122,13 @@ async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
     if r is None:
         return None
     return StoredBatch(
-        r["id"], r["tracking_id"], r["nonce"], Stage(r["stage"]), r["initiate_response"], r["status_polls"]
+        r["id"],
+        r["tracking_id"],
+        r["nonce"],
+        Stage(r["stage"]),
+        r["initiate_response"],
+        r["status_polls"],
+        status_code=r["status_code"],
     )
 
 
@@ -138,15 +168,20 @@ async def persist_initiated(
     nonce: str | None,
     response: dict[str, Any],
     refs: dict[int, str],
+    approve_body: bytes | None = None,
 ) -> StoredBatch:
-    """Persist the batch and each item's request_reference_id before anyone may approve it."""
+    """Persist the batch and each item's request_reference_id before anyone may approve it. `response` is
+    what is stored of IntaSend's answer (its batch-level fields); `approve_body`, its bytes as received,
+    stays in memory for the approve."""
+    # Its transactions are not stored with it: each item's reference goes to payroll_items below.
+    response = {k: v for k, v in response.items() if k != "transactions"}
     async with _fenced(pool, row) as conn:
         batch_id = await conn.fetchval(Q.insert_batch, row.id, row.payroll_id, tracking_id, nonce, response)
         if batch_id is None:
             raise LeaseLost(f"outbox row {row.id} already has a batch")
         ids = list(refs)
         await conn.execute(Q.link_items, batch_id, ids, [refs[i] for i in ids])
-    return StoredBatch(batch_id, tracking_id, nonce, Stage.INITIATED, response, 0)
+    return StoredBatch(batch_id, tracking_id, nonce, Stage.INITIATED, response, 0, approve_body)
 
 
 async def set_stage(
@@ -210,9 +245,15 @@ async def reform(conn: db.Connection, lead_id: int, reason: str) -> list[int]:
 
 
 async def record_poll(
-    pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, status: dict[str, Any], status_code: str | None
+    pool: asyncpg.Pool,
+    row: outbox.Claimed,
+    batch_id: int,
+    status: dict[str, Any] | bytes | None,
+    status_code: str | None,
 ) -> None:
-    """Record a status answer; fenced in the statement, so a stale flow cannot undo a callback's wake-up."""
+    """Record a status answer: its code, and its body when given (the flow gives it when the batch's code
+    changed; the final answer is kept by `settle`). Fenced in the statement, so a stale flow cannot undo a
+    callback's wake-up."""
     written = await pool.fetchval(Q.record_poll, batch_id, status, status_code, row.id, row.lease_token)
     if written is None:
         raise LeaseLost(f"outbox row {row.id} is no longer ours (not recording a status poll)")
@@ -228,8 +269,11 @@ async def close_payroll(
     conn: db.Connection, payroll_id: uuid.UUID, from_status: PayrollStatus
 ) -> asyncpg.Record | None:
     """Give a payroll in `from_status` its state from its items' (THE rule: close_payroll); the caller holds
-    its lock. None when the payroll is not in `from_status`."""
+    its lock. None when the payroll is not in `from_status`. A new final status queues the employer's event
+    (events.emit) in the same transaction."""
     closed: asyncpg.Record | None = await conn.fetchrow(Q.close_payroll, payroll_id, from_status.value)
+    if closed is not None and closed["status"] != from_status:
+        await events.emit(conn, payroll_id)
     return closed
 
 
@@ -293,16 +337,23 @@ async def settle(
     batch_stage: Stage = Stage.FINISHED,
     row_status: RowStatus = RowStatus.DONE,
     error: str | None = None,
+    final_status: tuple[dict[str, Any] | bytes, str | None] | None = None,
 ) -> str | None:
-    """Record the items' final states, finish the outbox row (and the rows its batch carried) and each
-    payroll whose last row this was: all in one transaction. Returns the lead payroll's final status when
-    this closed it."""
+    """Record the items' final states (one statement for all of them), finish the outbox row (and the rows
+    its batch carried) and each payroll whose last row this was: all in one transaction. `final_status`:
+    the status answer that made the batch final (its body as received, and its code), recorded as the
+    batch's one kept status. Returns the lead payroll's final status when this closed it."""
     async with _fenced(pool, row) as conn:
         await conn.execute(Q.lock_payrolls, _payrolls(row, carried))
+        counts: dict[str, int] = {}
         for o in outcomes:
-            metrics.ITEMS_FINAL.labels(o.status).inc()
+            counts[o.status] = counts.get(o.status, 0) + 1
+        for status, n in counts.items():
+            metrics.ITEMS_FINAL.labels(status).inc(n)
         await _write_outcomes(conn, outcomes)
-        if batch_id is not None:
+        if batch_id is not None and final_status is not None:
+            await conn.execute(Q.record_final_status, batch_id, batch_stage, *final_status)
+        elif batch_id is not None:
             await conn.execute(Q.set_stage, batch_id, batch_stage)
         return await _finish_rows(conn, row, carried, status=row_status, error=error)
 

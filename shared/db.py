@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,9 +24,11 @@ _CONSTRAINT_ERRORS: dict[str, type[errors.PayrunError]] = {
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonvalues.dumps: provider responses (stored as received) carry Decimals where IntaSend sent numbers.
-    await conn.set_type_codec("jsonb", encoder=jsonvalues.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=jsonvalues.dumps, decoder=json.loads, schema="pg_catalog")
+    # jsonvalues: amounts stay Decimal both ways, and a provider body kept as received (bytes) is written as is.
+    await conn.set_type_codec(
+        "jsonb", encoder=jsonvalues.dumps, decoder=jsonvalues.loads, schema="pg_catalog"
+    )
+    await conn.set_type_codec("json", encoder=jsonvalues.dumps, decoder=jsonvalues.loads, schema="pg_catalog")
 
 
 async def _no_session_reset(_conn: asyncpg.Connection) -> None:

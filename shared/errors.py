@@ -62,6 +62,10 @@ class ItemNotInReview(PayrunError):
     """The item is not NEEDS_REVIEW (any more), or was resolved another way."""
 
 
+class NothingToRecheck(PayrunError):
+    """Nothing to re-check: no item in NEEDS_REVIEW, or resolved by hand without the provider's final answer."""
+
+
 class DuplicateReference(PayrunError):
     """A payroll with this reference already exists for this employer."""
 

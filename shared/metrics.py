@@ -13,8 +13,11 @@ from shared.outbox import RowStatus
 
 OUTBOX_ROWS = Gauge(
     "payrun_outbox_rows",
-    "Outbox rows by status (`done` is the planner's estimate: never a full scan).",
+    "Payout outbox rows by status (`done`: every row, from the planner's estimate: never a full scan).",
     ["status"],
+)
+EMPLOYER_EVENTS = Gauge(
+    "payrun_employer_events", "Employer event rows (deliver_event) not delivered, by status.", ["status"]
 )
 OUTBOX_OLDEST_PENDING = Gauge(
     "payrun_outbox_oldest_pending_age_seconds", "Age of the oldest outbox row not yet done (0 when none)."
@@ -27,6 +30,22 @@ OUTBOX_ROWS_WITH_ERRORS = Gauge(
     "payrun_outbox_rows_with_errors", "Live outbox rows whose last attempt failed (see outbox.last_error)."
 )
 ITEMS_NEEDING_REVIEW = Gauge("payrun_items_needing_review", "Payroll items in NEEDS_REVIEW.")
+ITEMS_AWAITING_RECHECK = Gauge(
+    "payrun_items_awaiting_recheck",
+    "NEEDS_REVIEW items whose batch payrun still re-checks with IntaSend (before the horizon).",
+)
+RECHECKS = Counter(
+    "payrun_rechecks_total",
+    "Re-checks of a batch's status: settled (some item final), not_final, not_found (IntaSend's 404), "
+    "error, gave_up (past the horizon).",
+    ["result"],
+)
+LATE_SETTLEMENTS = Counter(
+    "payrun_late_settlements_total",
+    "Items a re-check found final, by status and agreement with an operator's resolution (none, agrees, "
+    "overrides).",
+    ["status", "agreement"],
+)
 PROVIDER_REQUESTS = Counter(
     "payrun_provider_requests_total", "Requests to the payout provider.", ["endpoint", "outcome"]
 )
@@ -70,7 +89,10 @@ async def refresh_backlog(pool: asyncpg.Pool) -> None:
     live_statuses = (RowStatus.PENDING, RowStatus.IN_PROGRESS, RowStatus.DEAD)
     for status in live_statuses:
         OUTBOX_ROWS.labels(status).set(row[status])
-    live = sum(row[status] for status in live_statuses)
+    event_statuses = (RowStatus.PENDING, RowStatus.IN_PROGRESS, RowStatus.DEAD)
+    for status in event_statuses:
+        EMPLOYER_EVENTS.labels(status).set(row[f"events_{status}"])
+    live = sum(row[status] for status in live_statuses) + sum(row[f"events_{s}"] for s in event_statuses)
     OUTBOX_ROWS.labels(RowStatus.DONE).set(max(0, row["total_estimate"] - live))
     OUTBOX_OLDEST_PENDING.set(row["oldest"])
     OUTBOX_OLDEST_DUE.set(row["oldest_due"])
@@ -80,6 +102,7 @@ async def refresh_backlog(pool: asyncpg.Pool) -> None:
     assert waiting is not None  # one row of aggregates, always
     BATCHES_WAITING_FOR_FUNDS.set(waiting["batches"])
     FUNDS_SHORT_BY.set(waiting["short_by"])
+    ITEMS_AWAITING_RECHECK.set(row["rechecking"])
 
 
 async def exposition(pool: asyncpg.Pool | None) -> tuple[bytes, str]:

@@ -33,6 +33,13 @@ class RowStatus(enum.StrEnum):
     DEAD = "dead"
 
 
+class Kind(enum.StrEnum):
+    """outbox.kind, as stored."""
+
+    SEND_BATCH = "send_batch"
+    DELIVER_EVENT = "deliver_event"  # an employer callback (shared/events.py, migration 0016)
+
+
 Q = sqlfiles.queries("outbox")
 
 
@@ -95,15 +102,17 @@ async def claim(
     lease_s: float,
     limit: int,
     running: Sequence[int] = (),
+    events: int = 0,
 ) -> list[Claimed]:
-    """Claim up to `limit` due rows, never one of `running` (rows whose flow this process still runs)."""
-    rows = await conn.fetch(Q.claim_batch, worker, lease_s, limit, list(running))
+    """Claim up to `limit` due payout rows and up to `events` due event rows (kind DELIVER_EVENT), never one
+    of `running` (rows whose flow this process still runs)."""
+    rows = await conn.fetch(Q.claim_batch, worker, lease_s, limit, list(running), events)
     return [Claimed.from_record(r) for r in rows]
 
 
-async def next_due_s(conn: Executor) -> float | None:
-    """Seconds until the next row is due; None when no row is live."""
-    due = await conn.fetchval(Q.next_due)
+async def next_due_s(conn: Executor, *, payouts: bool = True, events: bool = True) -> float | None:
+    """Seconds until the next row of these kinds is due; None when no such row is live."""
+    due = await conn.fetchval(Q.next_due_of_kinds, payouts, events)
     return None if due is None else float(due)
 
 

@@ -39,6 +39,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 1:
+        raise ValueError("must be a number above 0 and at most 1")
+    return value
+
+
 def _database_url(raw: str) -> str:
     if urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise ValueError("must look like postgresql://user:pass@host:port/db")
@@ -89,6 +96,17 @@ class Settings:
     # A batch the wallet cannot cover waits: re-checked after this, doubling up to the max (docs/operations.md).
     dispatcher_funds_recheck_s: float = setting("DISPATCHER_FUNDS_RECHECK_S", _positive_float, 30.0)
     dispatcher_funds_recheck_max_s: float = setting("DISPATCHER_FUNDS_RECHECK_MAX_S", _positive_float, 600.0)
+    employer_callback_timeout_s: float = setting("EMPLOYER_CALLBACK_TIMEOUT_S", _positive_float, 5.0)
+    employer_callback_concurrency: int = setting("EMPLOYER_CALLBACK_CONCURRENCY", _positive_int, 8)
+    employer_callback_max_attempts: int = setting("EMPLOYER_CALLBACK_MAX_ATTEMPTS", _positive_int, 20)
+    employer_callback_max_age_s: float = setting("EMPLOYER_CALLBACK_MAX_AGE_S", _positive_float, 259200.0)
+    employer_callback_retry_s: float = setting("EMPLOYER_CALLBACK_RETRY_S", _positive_float, 10.0)
+    # The re-check of NEEDS_REVIEW items (dispatcher_service/recheck.py): first wait, longest wait, how long
+    # to keep asking, and the most of INTASEND_MAX_RPS one dispatcher spends on it.
+    recheck_first_s: float = setting("RECHECK_FIRST_S", _positive_float, 300.0)
+    recheck_max_s: float = setting("RECHECK_MAX_S", _positive_float, 6 * 3600.0)
+    recheck_horizon_s: float = setting("RECHECK_HORIZON_S", _positive_float, 7 * 24 * 3600.0)
+    recheck_share: float = setting("RECHECK_SHARE", _share, 0.1)
     sim_host: str = setting("SIM_HOST", str, "127.0.0.1")
     sim_port: int = setting("SIM_PORT", _port, 8900)
     log_level: str = setting("LOG_LEVEL", _choice(*LOG_LEVELS), "info")

@@ -164,6 +164,16 @@ class SimConfig:
         ),
         shown="(none)",
     )
+    undetermined_settle_s: float | None = setting(
+        "SIM_UNDETERMINED_SETTLE_S",
+        _non_negative_float,
+        None,
+        meaning=(
+            "seconds after its batch completed when a TF105 transaction settles late: status then shows it "
+            "TS100 (with a reference) if the ledger paid it, TF106 if not"
+        ),
+        shown="(never)",
+    )
     invalid_accounts: frozenset[str] = setting(
         "SIM_INVALID_ACCOUNTS",
         _accounts,

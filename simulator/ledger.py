@@ -196,6 +196,9 @@ class SimState:
         self.wallet_updated: dict[str, datetime] = {}
         self._in_flight: list[Batch] = []
         self._repeats: list[Repeat] = []
+        self._undetermined: list[
+            tuple[float, Item, LedgerEntry]
+        ] = []  # (settles at, item, what really happened)
 
     # ids ---------------------------------------------------------------------------------------------
     def _uuid(self) -> str:
@@ -285,8 +288,9 @@ class SimState:
         return funded
 
     def settle_due(self) -> None:
-        """Settle every approved batch, then every repeat, whose processing time has passed."""
-        if not self._in_flight and not self._repeats:
+        """Settle every approved batch, then every repeat, whose processing time has passed, and every TF105
+        transaction whose SIM_UNDETERMINED_SETTLE_S has."""
+        if not self._in_flight and not self._repeats and not self._undetermined:
             return
         now = self.clock()
         due = [
@@ -297,6 +301,7 @@ class SimState:
         for batch in due:
             self._in_flight.remove(batch)
             self._settle(batch)
+        self._settle_late(now)
         repeats = [r for r in self._repeats if now - r.approved_at >= self.config.processing_s]
         for repeat in repeats:
             self._repeats.remove(repeat)
@@ -325,11 +330,32 @@ class SimState:
             elif entry.status_code == "TF105":
                 item.status, item.status_code = "Unknown", "TF105"
                 item.status_description = "Status cannot be determined. Contact support."
+                if self.config.undetermined_settle_s is not None:
+                    assert batch.approved_at is not None
+                    settles_at = (
+                        batch.approved_at + self.config.processing_s + self.config.undetermined_settle_s
+                    )
+                    self._undetermined.append((settles_at, item, entry))
             else:
                 item.status, item.status_code = "Successful", "TS100"
                 item.status_description = "The service request is processed successfully."
                 item.provider_reference = entry.provider_reference
                 item.provider_account_name = f" {item.name}" if item.name else None
+
+    def _settle_late(self, now: float) -> None:
+        """TF105 transactions whose late settlement is due show what the ledger says really happened."""
+        due = [u for u in self._undetermined if now >= u[0]]
+        for u in due:
+            self._undetermined.remove(u)
+            _, item, entry = u
+            item.updated_at = self.wall()
+            if entry.paid:
+                item.status, item.status_code = "Successful", "TS100"
+                item.status_description = "The service request is processed successfully."
+                item.provider_reference = entry.provider_reference
+            else:
+                item.status, item.status_code = "Unsuccessful", "TF106"
+                item.status_description = item.failed_reason = "The transaction was not completed."
 
     def _settle_repeat(self, repeat: Repeat) -> None:
         """Pay the batch's transactions again; an unfunded repeat pays nothing, like an unfunded batch."""

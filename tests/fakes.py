@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from dispatcher_service.provider.intasend import parse_batch
 from dispatcher_service.provider.protocol import (
     Batch,
     PayoutProvider,
@@ -209,4 +210,55 @@ class FakeIntaSend:
         return sorted(p["account"] for p in self.ledger)
 
 
+@dataclass
+class LateIntaSend:
+    """IntaSend as a re-check meets it, days later: `answers` holds each batch's status body (as IntaSend sends
+    it, parsed by the real client's parser); a batch it does not hold is a 404 (IntaSend lost it). `gate`,
+    when set, holds every status request until it opens (after the request left: the answer comes late)."""
+
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    gate: Any = None  # asyncio.Event | None
+
+    def settle(self, stored: dict[str, Any], **codes: tuple[str, str | None]) -> None:
+        """Serve `stored` (a batch's last status) with each listed request_reference_id's transaction now
+        final: `codes[ref] = (status_code, provider_reference)`; the batch completed (BC100)."""
+        body = {**stored, "status": "Completed", "status_code": "BC100"}
+        body["transactions"] = [
+            {**t, "status_code": codes[t["request_reference_id"]][0],
+             "provider_reference": codes[t["request_reference_id"]][1]}
+            if t.get("request_reference_id") in codes else dict(t)
+            for t in stored.get("transactions", [])
+        ]  # fmt: skip
+        self.answers[body["tracking_id"]] = body
+
+    async def initiate(
+        self,
+        *,
+        provider: str,
+        currency: str,
+        transactions: list[dict[str, Any]],
+        requires_approval: str = "YES",
+        callback_url: str | None = None,
+        wallet_id: str | None = None,
+    ) -> Batch:
+        raise AssertionError("a re-check never initiates")
+
+    async def approve(self, batch: Batch) -> Batch | None:
+        raise AssertionError("a re-check never approves")
+
+    async def status(self, tracking_id: str) -> Batch:
+        self.calls.append(tracking_id)
+        if self.gate is not None:
+            await self.gate.wait()
+        body = self.answers.get(tracking_id)
+        if body is None:
+            raise ProviderRejected("404 Not Found: no batch with this tracking_id", status=404)
+        return parse_batch(body)
+
+    async def wallets(self) -> list[dict[str, Any]]:
+        raise AssertionError("a re-check never reads wallets")
+
+
 _: PayoutProvider = FakeIntaSend()
+__: PayoutProvider = LateIntaSend()

@@ -1,4 +1,5 @@
-"""The dashboard: one HTML page at `/` and its two static files, no build step, no external assets.
+"""The dashboard: one HTML page at `/` (employers) and one at `/ops` (the operator console), their static
+files, no build step, no external assets.
 
 The page is open (it holds no data); its script asks for an employer's API key, keeps it in sessionStorage
 and calls the JSON API with `Authorization: Bearer`, so every figure it shows passes the API's own auth.
@@ -28,6 +29,8 @@ _TYPES = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
+    "ops.html": "text/html; charset=utf-8",
+    "ops.js": "text/javascript; charset=utf-8",
 }
 
 
@@ -37,7 +40,7 @@ def _load(name: str) -> tuple[bytes, str]:
 
 
 _FILES = {name: _load(name) for name in _TYPES}
-ASSETS = frozenset(_TYPES) - {"index.html"}
+ASSETS = frozenset(_TYPES) - {"index.html", "ops.html"}
 
 
 def _serve(request: Request, name: str) -> Response:
@@ -51,6 +54,11 @@ def _serve(request: Request, name: str) -> Response:
 async def page(request: Request) -> Response:
     """`GET /`: the dashboard's page."""
     return _serve(request, "index.html")
+
+
+async def console_page(request: Request) -> Response:
+    """`GET /ops`: the operator console's page (it asks for an operator's key)."""
+    return _serve(request, "ops.html")
 
 
 async def asset(request: Request) -> Response:

@@ -23,8 +23,12 @@ async def create_payroll(request: Request) -> Response:
     employer, key = auth.employer(request), idempotency.key_of(request)
     data = schemas.validate(schemas.CreatePayrollIn, await body.read_json(request))
     command = data.to_command()
-    request_hash = idempotency.fingerprint(
-        "POST", "/payrolls", idempotency.canonical(data.model_dump(mode="json"))
+    # Only a request with an Idempotency-Key is compared with an earlier one: a 10,000-item body is not
+    # serialised again for nothing.
+    request_hash = (
+        idempotency.fingerprint("POST", "/payrolls", idempotency.canonical(data.model_dump(mode="json")))
+        if key is not None
+        else b""
     )
 
     async def work(conn: db.Connection) -> idempotency.Reply:
@@ -120,6 +124,8 @@ async def _funds_wait(conn: db.Executor, payroll: payrolls.Payroll) -> funds.Fun
 
 
 async def list_payrolls(request: Request) -> Response:
+    """`GET /payrolls`: one page, newest first. The ETag is the page's body's (as for items), so a page that
+    refreshes its list every few seconds gets a 304 without the body while nothing changed."""
     employer = auth.employer(request)
     query = schemas.validate(schemas.ListPayrollsQuery, dict(request.query_params))
     after = render.decode_cursor(query.cursor) if query.cursor else None
@@ -127,7 +133,16 @@ async def list_payrolls(request: Request) -> Response:
     found = await payrolls.list_page(
         state.of(request)["pool"], employer.id, status=status, limit=query.limit, after=after
     )
-    return JSONResponse(render.page(found))
+    return _with_body_etag(request, JSONResponse(render.page(found)))
+
+
+def _with_body_etag(request: Request, response: JSONResponse) -> Response:
+    """The response with its body's ETag, or a 304 without the body when `If-None-Match` names it."""
+    headers = {"ETag": render.body_etag(response.body), "Cache-Control": "no-cache"}
+    if render.etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response
 
 
 async def list_items(request: Request) -> Response:
@@ -140,12 +155,7 @@ async def list_items(request: Request) -> Response:
     found = await payrolls.items_page(
         state.of(request)["pool"], employer.id, payroll_id, status=status, limit=query.limit, after=after
     )
-    response = JSONResponse(render.item_page(found))
-    headers = {"ETag": render.body_etag(response.body), "Cache-Control": "no-cache"}
-    if render.etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
-        return Response(status_code=304, headers=headers)
-    response.headers.update(headers)
-    return response
+    return _with_body_etag(request, JSONResponse(render.item_page(found)))
 
 
 async def items_csv(request: Request) -> Response:

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import msgspec
 import structlog
 
 from dispatcher_service.provider.protocol import (
@@ -115,7 +116,12 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
 def _decimal(value: Any) -> Decimal:
     """JSON number or decimal string → Decimal; floats go through ``str`` so no binary rounding gets in."""
     try:
-        result = None if value is None or isinstance(value, bool) else Decimal(str(value).strip())
+        if type(value) is Decimal:  # a JSON number with a fraction, already decoded exactly
+            result: Decimal | None = value
+        elif type(value) is int:
+            result = Decimal(value)
+        else:
+            result = None if value is None or isinstance(value, bool) else Decimal(str(value).strip())
     except InvalidOperation:
         result = None
     if result is None or not result.is_finite():
@@ -129,25 +135,52 @@ def _opt_str(value: Any) -> str | None:
 
 def parse_transaction(item: Mapping[str, Any]) -> Transaction:
     """One batch item, old (2020: int ``account``, ``mno_reference``) or new (2025) shape."""
-    status_code = _opt_str(item.get("status_code"))
-    reason = _opt_str(item.get("failed_reason"))
-    if reason is None and status_code in FAILED_TRANSACTION_CODES:
-        reason = _opt_str(item.get("status_description"))
-    account = item.get("account") if item.get("account") is not None else item.get("phone_number", "")
+    return _transaction(
+        item.get("request_reference_id"),
+        item.get("account"),
+        item.get("phone_number", ""),
+        item.get("amount"),
+        item.get("status_code"),
+        item.get("status"),
+        item.get("name"),
+        item.get("provider_reference"),
+        item.get("mno_reference"),
+        item.get("failed_reason"),
+        item.get("status_description"),
+    )
+
+
+def _transaction(
+    ref: Any,
+    account: Any,
+    phone_number: Any,
+    amount: Any,
+    status_code: Any,
+    status: Any,
+    name: Any,
+    provider_reference: Any,
+    mno_reference: Any,
+    failed_reason: Any,
+    status_description: Any,
+) -> Transaction:
+    code = _opt_str(status_code)
+    reason = _opt_str(failed_reason)
+    if reason is None and code in FAILED_TRANSACTION_CODES:
+        reason = _opt_str(status_description)
     return Transaction(
-        request_reference_id=_opt_str(item.get("request_reference_id")),
-        account=str(account),
-        amount=_decimal(item.get("amount")),
-        status_code=status_code,
-        status=_opt_str(item.get("status")),
-        name=_opt_str(item.get("name")),
-        provider_reference=_opt_str(item.get("provider_reference")) or _opt_str(item.get("mno_reference")),
+        request_reference_id=_opt_str(ref),
+        account=str(account if account is not None else phone_number),
+        amount=_decimal(amount),
+        status_code=code,
+        status=_opt_str(status),
+        name=_opt_str(name),
+        provider_reference=_opt_str(provider_reference) or _opt_str(mno_reference),
         failure_reason=reason,
     )
 
 
 def parse_batch(data: Any) -> Batch:
-    """A batch object (initiate/approve/status/callback body); ValueError when it is not one we can read."""
+    """A batch object already parsed (a callback's body, a test's dict); ValueError when it is not one."""
     if not isinstance(data, dict) or not data.get("tracking_id"):
         raise ValueError("not a batch object with a tracking_id")
     items = data.get("transactions") or []
@@ -163,14 +196,124 @@ def parse_batch(data: Any) -> Batch:
     )
 
 
-def _parse_body(raw: bytes) -> Any:
-    text = raw.decode("utf-8", errors="replace")
-    if not text.strip():
+class _WireTransaction(msgspec.Struct):
+    """The fields of a batch item payrun reads; msgspec skips every other one without building it."""
+
+    request_reference_id: Any = None
+    account: Any = None
+    phone_number: Any = ""
+    amount: Any = None
+    status_code: Any = None
+    status: Any = None
+    name: Any = None
+    provider_reference: Any = None
+    mno_reference: Any = None
+    failed_reason: Any = None
+    status_description: Any = None
+
+
+class _WireBatchHead(msgspec.Struct):
+    """The batch-level fields payrun keeps (docs/audit.md: provider_batches.initiate_response)."""
+
+    tracking_id: Any = None
+    status_code: Any = None
+    status: Any = None
+    nonce: Any = None
+    file_id: Any = None
+    batch_reference: Any = None
+    wallet: Any = None
+    wallet_id: Any = None
+    currency: Any = None
+    charge_estimate: Any = None
+    total_amount_estimate: Any = None
+    actual_charges: Any = None
+    paid_amount: Any = None
+    failed_amount: Any = None
+    created_at: Any = None
+    updated_at: Any = None
+
+
+class _WireBatch(_WireBatchHead):
+    """A batch with its items."""
+
+    transactions: list[_WireTransaction] | None = None
+
+
+_BATCH_FIELDS = _WireBatchHead.__struct_fields__
+# float_hook: a number with a fraction becomes a Decimal, never a binary float.
+_batch_decoder = msgspec.json.Decoder(_WireBatch, float_hook=Decimal)
+_head_decoder = msgspec.json.Decoder(_WireBatchHead, float_hook=Decimal)
+
+
+def _head(wire: _WireBatchHead) -> dict[str, Any]:
+    if not wire.tracking_id:
+        raise ValueError("not a batch object with a tracking_id")
+    return {f: v for f in _BATCH_FIELDS if (v := getattr(wire, f)) is not None}
+
+
+def decode_batch(body: bytes) -> Batch:
+    """A batch object straight from a response body, reading only the fields payrun uses. ``raw`` holds the
+    batch-level fields (no transactions: their references and outcomes go to payroll_items); ``body`` the
+    bytes as received, sent back as is on approve and kept as received for a final status."""
+    try:
+        wire = _batch_decoder.decode(body)
+    except msgspec.DecodeError as exc:  # not JSON, not an object, or transactions not a list of objects
+        raise ValueError(f"not a batch object: {exc}") from exc
+    raw = _head(wire)
+    return Batch(
+        tracking_id=str(wire.tracking_id),
+        status_code=_opt_str(wire.status_code),
+        status=_opt_str(wire.status),
+        nonce=_opt_str(wire.nonce),
+        transactions=tuple(
+            _transaction(
+                t.request_reference_id,
+                t.account,
+                t.phone_number,
+                t.amount,
+                t.status_code,
+                t.status,
+                t.name,
+                t.provider_reference,
+                t.mno_reference,
+                t.failed_reason,
+                t.status_description,
+            )
+            for t in wire.transactions or ()
+        ),
+        raw=raw,
+        body=body,
+    )
+
+
+def _decode_approved(body: bytes) -> Batch | None:
+    """IntaSend answers an approve with nothing or with the batch. payrun reads the outcome of an approve
+    from the status that follows, so only the batch-level fields are read here (no transactions)."""
+    if b"".join(body.split()) in (b"", b"{}", b"null"):
         return None
     try:
-        return json.loads(text, parse_float=Decimal)
-    except ValueError:
-        return text
+        wire = _head_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a batch object: {exc}") from exc
+    raw = _head(wire)
+    return Batch(
+        tracking_id=str(wire.tracking_id),
+        status_code=_opt_str(wire.status_code),
+        status=_opt_str(wire.status),
+        nonce=_opt_str(wire.nonce),
+        transactions=(),
+        raw=raw,
+        body=body,
+    )
+
+
+def _parse_body(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return jsonvalues.loads(raw)
+    except msgspec.DecodeError:
+        return raw.decode("utf-8", errors="replace")
 
 
 class IntaSendClient:
@@ -210,21 +353,22 @@ class IntaSendClient:
         }
         if callback_url is not None:
             body["callback_url"] = callback_url
-        return await self._exchange("initiate", body, parse_batch, ProviderAmbiguous)
+        return await self._exchange("initiate", body, decode_batch, ProviderAmbiguous)
 
     async def approve(self, batch: Batch) -> Batch | None:
-        """POST the initiate response back unchanged; IntaSend answers either nothing or the batch."""
-        return await self._exchange(
-            "approve", batch.raw, lambda b: None if b in (None, {}) else parse_batch(b), ProviderAmbiguous
-        )
+        """POST the initiate response back unchanged (its bytes as received when we have them, else its
+        batch-level fields); IntaSend answers either nothing or the batch."""
+        payload = batch.body if batch.body is not None else batch.raw
+        return await self._exchange("approve", payload, _decode_approved, ProviderAmbiguous)
 
     async def status(self, tracking_id: str) -> Batch:
-        return await self._exchange("status", {"tracking_id": tracking_id}, parse_batch, ProviderUnavailable)
+        return await self._exchange("status", {"tracking_id": tracking_id}, decode_batch, ProviderUnavailable)
 
     async def wallets(self) -> list[dict[str, Any]]:
         """Both list shapes seen (section 9): a bare array or a DRF page. Only the first page is read."""
 
-        def parse(body: Any) -> list[dict[str, Any]]:
+        def parse(raw: bytes) -> list[dict[str, Any]]:
+            body = _parse_body(raw)
             items = body.get("results") if isinstance(body, dict) else body
             if not isinstance(items, list) or not all(isinstance(w, dict) for w in items):
                 raise ValueError("not a list of wallets")
@@ -236,7 +380,7 @@ class IntaSendClient:
         self,
         endpoint: str,
         payload: Any,
-        parse: Callable[[Any], T],
+        parse: Callable[[bytes], T],
         unreadable: type[ProviderError],
     ) -> T:
         """One request, classified, logged once with its final outcome. ``unreadable`` is the class for a
@@ -246,15 +390,16 @@ class IntaSendClient:
         status: int | None = None
         outcome = "interrupted"  # left as is only on cancellation or a bug (not a ProviderError)
         try:
-            status, body, headers = await self._send(method, self._base + path, payload)
-            error = classify_http(status, body, headers, endpoint=endpoint)
-            if error is not None:
+            status, raw, headers = await self._send(method, self._base + path, payload)
+            if not 200 <= status < 300:
+                error = classify_http(status, _parse_body(raw), headers, endpoint=endpoint)
+                assert error is not None
                 raise error
             try:
-                result = parse(body)
+                result = parse(raw)
             except ValueError as exc:
                 message = f"IntaSend {endpoint}: unreadable 2xx body ({exc})"
-                raise unreadable(message, status=status, body=body) from exc
+                raise unreadable(message, status=status, body=_parse_body(raw)) from exc
             outcome = "success"
             return result
         except ProviderError as exc:
@@ -272,17 +417,17 @@ class IntaSendClient:
                 outcome=outcome,
             )
 
-    async def _send(self, method: str, url: str, payload: Any) -> tuple[int, Any, Mapping[str, str]]:
+    async def _send(self, method: str, url: str, payload: Any) -> tuple[int, bytes, Mapping[str, str]]:
         headers = {"Authorization": f"Bearer {self._secret}", "Accept": "application/json"}
         data = None
         if payload is not None:
             headers["Content-Type"] = "application/json"
-            data = jsonvalues.dumps(payload).encode()
+            data = jsonvalues.dumps_bytes(payload)
         try:
             async with self._session.request(
                 method, url, data=data, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                return resp.status, _parse_body(await resp.read()), resp.headers
+                return resp.status, await resp.read(), resp.headers
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL) as exc:
             # Nothing was sent: the connection (DNS, TCP, TLS, proxy) never came up, or the URL is unusable.
             raise ProviderUnavailable(f"IntaSend unreachable: {type(exc).__name__}: {exc}") from exc

@@ -66,7 +66,10 @@ class Batch:
     status: str | None
     nonce: str | None
     transactions: tuple[Transaction, ...]
+    # The batch-level fields (from a response body: without its transactions) and, when it came from a
+    # response, that response's bytes as received.
     raw: dict[str, Any] = field(repr=False, compare=False)
+    body: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class PayoutProvider(Protocol):

@@ -7,7 +7,7 @@ JOIN unnest($1::bigint[]) AS wanted(id) ON wanted.id = i.id
 ORDER BY i.position;
 
 -- batch_for_row --
-SELECT id, tracking_id, nonce, stage, initiate_response, status_polls, approved_at, callback_at
+SELECT id, tracking_id, nonce, stage, initiate_response, status_polls, status_code, approved_at, callback_at
 FROM provider_batches WHERE outbox_id = $1;
 
 -- insert_batch --
@@ -38,16 +38,26 @@ WHERE provider_batch_id = $1 AND status = 'PENDING';
 
 -- record_poll --
 -- Fenced like every write of a flow: only the holder of the row's lease ($4, $5) records a poll (clearing
--- callback_at, the mark a callback left to wake the row).
+-- callback_at, the mark a callback left to wake the row). The body ($2) is kept only when given: the flow
+-- gives it when the batch's code changed (the final one is kept by record_final_status).
 WITH fence AS (
     SELECT id FROM outbox
     WHERE id = $4 AND lease_token = $5 AND status = 'in_progress' AND locked_until > now()
     FOR SHARE
 )
 UPDATE provider_batches
-SET status_polls = status_polls + 1, last_status = $2, status_code = $3, callback_at = NULL
+SET status_polls = status_polls + 1, last_status = coalesce($2, last_status), status_code = $3,
+    callback_at = NULL
 WHERE id = $1 AND EXISTS (SELECT 1 FROM fence)
 RETURNING id;
+
+-- record_final_status --
+-- The status answer that made the batch final, in the settling transaction (already fenced): counted as a
+-- poll, kept whole once ($3, IntaSend's body as received) for audit, and the batch's stage ($2) set.
+UPDATE provider_batches
+SET status_polls = status_polls + 1, last_status = $3, status_code = $4, callback_at = NULL, stage = $2,
+    finished_at = CASE WHEN $2 IN ('finished', 'rejected') THEN now() ELSE finished_at END
+WHERE id = $1;
 
 -- settle_items --
 -- One set-based write for every item of a batch: their final (or provisional) states.
@@ -67,7 +77,8 @@ RETURNING id;
 SELECT status FROM payrolls WHERE id = $1 FOR UPDATE;
 
 -- payroll_open_rows --
-SELECT count(*) FROM outbox WHERE payroll_id = $1 AND status NOT IN ('done', 'dead');
+-- The payroll's payout rows not finished yet (its event rows are written only once it is final).
+SELECT count(*) FROM outbox WHERE payroll_id = $1 AND kind = 'send_batch' AND status NOT IN ('done', 'dead');
 
 -- close_payroll --
 -- THE rule for a payroll's final state, from its items' states. $2 is the state it closes from:
@@ -206,7 +217,7 @@ SELECT o.id, o.payroll_id, o.kind, o.payload,
              AND i.status = 'PENDING'
        ), '{}'::bigint[]) AS pending
 FROM outbox o
-WHERE (o.id = $1 OR o.carried_by = $1) AND o.status IN ('pending', 'in_progress')
+WHERE (o.id = $1 OR o.carried_by = $1) AND o.kind = 'send_batch' AND o.status IN ('pending', 'in_progress')
 ORDER BY o.id;
 
 -- unlink_items --

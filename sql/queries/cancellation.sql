@@ -5,14 +5,15 @@ SELECT status FROM payrolls WHERE id = $1 AND employer_id = $2;
 -- The lead rows of a payroll's live outbox rows: a row's own id, or the row whose batch carries it.
 SELECT DISTINCT coalesce(carried_by, id) AS lead
 FROM outbox
-WHERE payroll_id = $1 AND status IN ('pending', 'in_progress');
+WHERE payroll_id = $1 AND kind = 'send_batch' AND status IN ('pending', 'in_progress');
 
 -- lock_leads --
 -- Lock lead rows in id order, the lock a flow's fenced writes take (hold_lease). `carried_by IS NULL` is
 -- checked again on the locked version: a row gathered into another batch meanwhile is not a lead any more,
 -- and no lock is held on it (its own lead is found and locked on the next round).
 SELECT id FROM outbox
-WHERE id = ANY($1::bigint[]) AND carried_by IS NULL AND status IN ('pending', 'in_progress')
+WHERE id = ANY($1::bigint[]) AND kind = 'send_batch' AND carried_by IS NULL
+  AND status IN ('pending', 'in_progress')
 ORDER BY id
 FOR UPDATE;
 
@@ -34,7 +35,7 @@ RETURNING i.id;
 -- taken back (batches.reform) once their items of this payroll are cancelled.
 SELECT DISTINCT coalesce(o.carried_by, o.id) AS lead
 FROM outbox o
-WHERE o.payroll_id = $1 AND o.status IN ('pending', 'in_progress')
+WHERE o.payroll_id = $1 AND o.kind = 'send_batch' AND o.status IN ('pending', 'in_progress')
   AND NOT EXISTS (
       SELECT 1 FROM provider_batches b
       WHERE b.outbox_id = coalesce(o.carried_by, o.id) AND b.stage <> 'initiated'

@@ -8,7 +8,7 @@ WITH waiting AS (
     FROM outbox r
     JOIN provider_batches b ON b.outbox_id = coalesce(r.carried_by, r.id)
     JOIN outbox lead ON lead.id = b.outbox_id
-    WHERE r.payroll_id = $1 AND r.status IN ('pending', 'in_progress')
+    WHERE r.payroll_id = $1 AND r.kind = 'send_batch' AND r.status IN ('pending', 'in_progress')
       AND b.stage IN ('initiated', 'approving') AND b.funds_checked_at IS NOT NULL
       AND b.funds_available < b.funds_required
 )

@@ -37,6 +37,9 @@ SELECT (SELECT count(*) FROM started) > 0 AS started,
 -- Every claim mints a new lease_token: the fence that stops the previous holder from writing again.
 -- $4: rows whose previous flow still runs in the claiming process (its lease ran out while it was paused):
 -- never handed to that process again until the old flow has ended, so a process runs one flow per row.
+-- Payout rows (`send_batch`) and employer events (`deliver_event`, migration 0016) have separate limits, $3
+-- and $5: an event never takes a payout's place, and payouts keep their order (outbox_turns holds only
+-- send_batch rows). Events are taken oldest due first, pending or with a lease that ran out, the same lease.
 WITH pending AS (
     SELECT o.id FROM outbox o
     JOIN outbox_turns t ON t.id = o.id
@@ -46,12 +49,26 @@ WITH pending AS (
     FOR UPDATE OF o SKIP LOCKED
 ), expired AS (
     SELECT id FROM outbox
-    WHERE status = 'in_progress' AND locked_until < now() AND id <> ALL($4::bigint[])
+    WHERE status = 'in_progress' AND locked_until < now() AND id <> ALL($4::bigint[]) AND kind = 'send_batch'
     ORDER BY locked_until
     LIMIT $3
     FOR UPDATE SKIP LOCKED
+), events_pending AS (
+    SELECT id FROM outbox
+    WHERE status = 'pending' AND kind = 'deliver_event' AND available_at <= now() AND id <> ALL($4::bigint[])
+    ORDER BY available_at, id
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED
+), events_expired AS (
+    SELECT id FROM outbox
+    WHERE status = 'in_progress' AND locked_until < now() AND id <> ALL($4::bigint[]) AND kind = 'deliver_event'
+    ORDER BY locked_until
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT id FROM pending UNION ALL SELECT id FROM expired LIMIT $3
+    (SELECT id FROM pending UNION ALL SELECT id FROM expired LIMIT $3)
+    UNION ALL
+    (SELECT id FROM events_pending UNION ALL SELECT id FROM events_expired LIMIT $5)
 )
 UPDATE outbox o
 SET status = 'in_progress',
@@ -70,6 +87,16 @@ RETURNING o.id, o.payroll_id, o.kind, o.payload, o.attempts, o.errors, o.lease_t
 SELECT extract(epoch FROM least(
     (SELECT min(available_at) FROM outbox WHERE status = 'pending'),
     (SELECT min(locked_until) FROM outbox WHERE status = 'in_progress')
+) - now())::float8;
+
+-- next_due_of_kinds --
+-- next_due for some kinds only: $1 payout rows, $2 event rows (a dispatcher with no room for one kind does not
+-- wake up for it). The same two partial indexes, read in order until a row of a wanted kind.
+SELECT extract(epoch FROM least(
+    (SELECT min(available_at) FROM outbox
+     WHERE status = 'pending' AND CASE WHEN kind = 'deliver_event' THEN $2::boolean ELSE $1::boolean END),
+    (SELECT min(locked_until) FROM outbox
+     WHERE status = 'in_progress' AND CASE WHEN kind = 'deliver_event' THEN $2::boolean ELSE $1::boolean END)
 ) - now())::float8;
 
 -- extend_leases --

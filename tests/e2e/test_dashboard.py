@@ -1,6 +1,7 @@
 """The dashboard at `/` in a real headless Chromium (Debian's `chromium`, driven by Playwright for Python),
 against the real `payrun api`, `payrun dispatcher` and `payrun sim` processes: log in with an employer's key,
-click Run, watch the progress bar reach "Completed" without reloading the page.
+click Run (and confirm), watch the progress bar reach "Completed" without reloading the page; the list follows
+payrolls run through the API; a 10,000-item payroll opens a page of items, not all of them; 800 px wide.
 
 Skipped, saying why, where /usr/bin/chromium or Playwright is missing; CI installs both."""
 
@@ -147,7 +148,9 @@ async def test_run_a_payroll_and_watch_the_bar_reach_completed(
 
     older = page.locator(f'tr.payroll[data-payroll-id="{failed_id}"]')
     await expect(older.locator(".status")).to_have_text("Partially failed")
-    await expect(older.locator(".progress-text")).to_have_text("2 / 2 (100%)")
+    await expect(older.locator(".progress-text")).to_have_text("1 paid · 1 not paid of 2 (100%)")
+    await expect(older.locator("button.retry")).to_be_visible()
+    await expect(older.locator("button.csv")).to_be_visible()
     await expect(older.locator("button.run")).to_be_hidden()
     await older.locator("button.toggle").click()
     failed_item = page.locator(f'tr.detail[data-payroll-id="{failed_id}"] tr.item[data-status="FAILED"]')
@@ -157,20 +160,28 @@ async def test_run_a_payroll_and_watch_the_bar_reach_completed(
     row = page.locator(f'tr.payroll[data-payroll-id="{payroll_id}"]')
     status, bar = row.locator(".status"), row.locator("progress")
     await expect(status).to_have_text("Draft")
-    await expect(row.locator(".progress-text")).to_have_text("0 / 5 (0%)")
-    await expect(row).to_contain_text("KES 7500.00")
+    await expect(row.locator(".progress-text")).to_have_text("0 paid · 0 not paid of 5 (0%)")
+    await expect(row).to_contain_text("KES 7,500.00")
     await row.locator("button.toggle").click()
     detail = page.locator(f'tr.detail[data-payroll-id="{payroll_id}"]')
     await expect(detail.locator("tr.item")).to_have_count(5)
     await expect(detail.locator("tr.item .status").first).to_have_text("Pending")
 
     await page.evaluate("window.__notReloaded = true")
+    asked: list[str] = []
+
+    async def confirm(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", confirm)
     async with page.expect_request(f"**/payrolls/{payroll_id}/process") as run_request:
         await row.locator("button.run").click()
     sent = await (await run_request.value).all_headers()
     assert len(sent["idempotency-key"]) == 36 and sent["authorization"] == f"Bearer {key}"
     assert (await (await run_request.value).response()).status == 202
     await expect(row.locator("button.run")).to_be_hidden()
+    assert len(asked) == 1 and "Pay 5 workers KES 7,500.00 in all (DASH-2026-11)" in asked[0], asked
 
     seen: list[str] = []  # the bar's values as it moves, sampled until the label says Completed
     for _ in range(600):
@@ -184,8 +195,8 @@ async def test_run_a_payroll_and_watch_the_bar_reach_completed(
         await page.wait_for_timeout(100)
     await expect(status).to_have_text("Completed", timeout=60_000)
     await expect(bar).to_have_attribute("value", "5")
-    await expect(row.locator(".progress-text")).to_have_text("5 / 5 (100%)")
-    await expect(row).to_contain_text("KES 7500.00")  # paid now, as well as the total
+    await expect(row.locator(".progress-text")).to_have_text("5 paid · 0 not paid of 5 (100%)")
+    await expect(row.locator("td.paid")).to_have_text("KES 7,500.00")  # paid now, as well as the total
     assert await page.evaluate("window.__notReloaded === true"), "the page reloaded"
     await expect(detail.locator("tr.item .status")).to_have_text(["Paid"] * 5)
 
@@ -205,5 +216,90 @@ async def test_run_a_payroll_and_watch_the_bar_reach_completed(
     await expect(name).to_have_text("<img src=x onerror=alert(1)>")
     assert await page.locator("tr.detail img").count() == 0
 
-    await page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
-    print(f"dashboard screenshot: {tmp_path / 'dashboard.png'}; bar values seen: {seen}; polls: {polls}")
+    await page.screenshot(path=screenshots(tmp_path) / "dashboard.png", full_page=True)
+    print(
+        f"dashboard screenshot: {screenshots(tmp_path) / 'dashboard.png'}; bar values seen: {seen}; polls: {polls}"
+    )
+
+
+def screenshots(tmp_path: Path) -> Path:
+    """Where screenshots go: tmp_path, or $PAYRUN_SCREENSHOTS (docs/img, to refresh the docs' pictures)."""
+    return Path(os.environ.get("PAYRUN_SCREENSHOTS") or tmp_path)
+
+
+async def test_the_list_follows_payrolls_run_through_the_api_without_a_reload(
+    make_stack, page: Page, tmp_path: Path
+) -> None:
+    stack, client = await make_stack(dispatchers=1, SIM_UNDETERMINED_ACCOUNTS="254799000402")
+    key = client.headers["Authorization"].removeprefix("Bearer ")
+    lists: list[int] = []
+    page.on("response", lambda r: lists.append(r.status) if "/payrolls?limit=" in r.url else None)
+    await log_in(page, stack.api, key)
+    await expect(page.locator("#empty")).to_be_visible()
+    await page.evaluate("window.__notReloaded = true")
+
+    # Created and run through the API, not on the page: the page shows it, then its end, by itself.
+    payroll_id = await client.create("API-2026-11", ["254799000401", "254799000402"], amount="1250.00")
+    row = page.locator(f'tr.payroll[data-payroll-id="{payroll_id}"]')
+    await expect(row.locator(".status")).to_have_text("Draft", timeout=20_000)
+    assert await client.process(payroll_id) == 202
+    await expect(row.locator(".status")).to_have_text("Needs review", timeout=60_000)
+    await expect(row.locator("button.run")).to_be_hidden()
+    # NEEDS_REVIEW is not progress: one paid, one unsettled.
+    await expect(row.locator(".progress-text")).to_have_text("1 paid · 0 not paid of 2 (50%) · 1 need review")
+    await row.locator("button.toggle").click()
+    review = page.locator(f'tr.detail[data-payroll-id="{payroll_id}"] tr.item[data-status="NEEDS_REVIEW"]')
+    await expect(review.locator(".refs")).to_contain_text("tracking id ")
+    refs = await review.locator(".refs").text_content() or ""
+    assert "—" not in refs, refs  # both the tracking id and the request reference are there
+    assert await page.evaluate("window.__notReloaded === true"), "the page reloaded"
+    # Refreshing costs a 304 while nothing changes.
+    before = len(lists)
+    await page.wait_for_timeout(11_000)
+    assert lists[before:] and set(lists[before:]) == {304}, lists
+
+
+async def test_a_10000_item_payroll_opens_a_page_of_items_at_800_px(
+    make_stack, page: Page, tmp_path: Path
+) -> None:
+    stack, client = await make_stack(dispatchers=0)
+    key = client.headers["Authorization"].removeprefix("Bearer ")
+    payroll_id = await client.create("BIG-2026-11", [f"2547{n:08d}" for n in range(10_000)])
+    await page.set_viewport_size({"width": 800, "height": 900})
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if f"/payrolls/{payroll_id}" in r.url else None)
+    await log_in(page, stack.api, key)
+    row = page.locator(f'tr.payroll[data-payroll-id="{payroll_id}"]')
+    await expect(row).to_contain_text("KES 1,000,000.00")
+
+    started = await page.evaluate("performance.now()")
+    await row.locator("button.toggle").click()
+    items = page.locator(f'tr.detail[data-payroll-id="{payroll_id}"] tr.item')
+    await expect(items).to_have_count(100)
+    opened_ms = await page.evaluate("performance.now()") - started
+    assert opened_ms < 2_000, opened_ms
+    assert not any(u.endswith(f"/payrolls/{payroll_id}") for u in fetched), fetched  # never the whole detail
+    assert any(f"/payrolls/{payroll_id}/items?limit=100" in u for u in fetched), fetched
+    await page.locator(f'tr.detail[data-payroll-id="{payroll_id}"] button.more-items').click()
+    await expect(items).to_have_count(200)
+
+    # Nothing is clipped at 800 px: the payroll table fits its section.
+    fits = await page.evaluate(
+        "(() => { const s = document.getElementById('payrolls'); return s.scrollWidth <= s.clientWidth; })()"
+    )
+    assert fits, "the payroll table is wider than its section at 800 px"
+
+    # Run asks first, with the workers and the total; dismissed, nothing is sent.
+    asked: list[str] = []
+
+    async def dismiss(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", dismiss)
+    await row.locator("button.run").click()
+    await page.wait_for_timeout(500)
+    assert asked and "Pay 10,000 workers KES 1,000,000.00 in all (BIG-2026-11)" in asked[0], asked
+    assert not any(u.endswith("/process") for u in fetched), fetched
+    await expect(row.locator(".status")).to_have_text("Draft")
+    await page.screenshot(path=screenshots(tmp_path) / "dashboard-800px.png")

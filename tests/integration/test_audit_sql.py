@@ -29,12 +29,13 @@ import pytest
 from dispatcher_service import batch_flow, retry
 from dispatcher_service.dispatcher import Dispatcher
 from dispatcher_service.limiter import ProviderRateLimiter
+from dispatcher_service.recheck import Rechecker
 from dispatcher_service.retry import ProviderCaller
-from shared import batches, operators, payrolls, resolutions
+from shared import batches, operators, payrolls, rechecks, resolutions
 from shared.payrolls import ItemStatus
 from shared.settings import Settings
 from tests import factories
-from tests.fakes import FakeIntaSend
+from tests.fakes import FakeIntaSend, LateIntaSend
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDIT = ROOT / "docs" / "audit.md"
@@ -111,6 +112,7 @@ def test_the_documents_hold_the_promised_queries() -> None:
         "Rows stuck longer than N minutes",
         "Items needing review",
         "Resolutions of review items",
+        "Late answers from IntaSend (re-checks)",
         "Daily totals per employer",
     ):
         assert wanted in headings, f"docs/audit.md lost its section {wanted!r}"
@@ -576,6 +578,66 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
             await conn.execute("RESET search_path")
 
     await pool.execute(prune_keys)
+
+
+async def test_late_answers_from_intasend_are_listed_and_archived(
+    pool: asyncpg.Pool, database_url: str, world: World
+) -> None:
+    """A person resolved the TF105 item FAILED; days later IntaSend shows it paid: the re-check overrides the
+    person with a record, which the audit query lists beside the resolution, and the retention move keeps."""
+    w = world
+    tf105, ref = await pool.fetchrow(
+        "SELECT id, request_reference_id FROM payroll_items WHERE payroll_id = $1 AND status = 'NEEDS_REVIEW'",
+        w.review,
+    )
+    async with pool.acquire() as conn:
+        jane = await operators.create(conn, "jane.doe")
+    await resolutions.resolve(
+        pool,
+        uuid.UUID(jane["id"]),
+        [resolutions.Resolution(tf105, ItemStatus.FAILED, reason="not sent")],
+        None,
+    )
+    assert await pool.fetchval("SELECT status FROM payrolls WHERE id = $1", w.review) == "PARTIALLY_FAILED"
+    provider = LateIntaSend()
+    provider.settle(
+        await pool.fetchval("SELECT last_status FROM provider_batches WHERE payroll_id = $1", w.review),
+        **{ref: ("TS100", "QKLATE0001")},
+    )
+    await rechecks.due_now(pool, payroll_id=w.review)
+    s = _settings(database_url)
+    checker = Rechecker(
+        pool=pool, provider=provider, caller=ProviderCaller(ProviderRateLimiter(pool, max_rps=500.0)),
+        settings=s, worker="audit-recheck",
+    )  # fmt: skip
+    await checker.run_once()
+
+    late = await _read_only(
+        pool,
+        psql_substitute(_block(sql_blocks(AUDIT), "Late answers from IntaSend (re-checks)").sql, {"days": 1}),
+    )
+    assert [
+        (r["item_id"], r["recorded_by"], r["from_status"], r["to_status"], r["provider_reference"], r["agrees"],
+         r["resolved_by"], r["resolved_as"], r["resolved_reason"], r["item_status_now"], r["payroll_status"])
+        for r in late
+    ] == [
+        (tf105, "provider re-check", "FAILED", "PAID", "QKLATE0001", False, "jane.doe", "FAILED", "not sent",
+         "PAID", "COMPLETED")
+    ]  # fmt: skip
+
+    create_archive, move, _ = [
+        b.sql for b in sql_blocks(OPERATIONS) if b.heading == "5. Retention of old rows"
+    ]
+    await pool.execute(create_archive)
+    await pool.execute(psql_substitute(move, {"months": 0}))
+    assert await pool.fetchval("SELECT count(*) FROM archive.item_rechecks WHERE item_id = $1", tf105) == 1
+    assert await pool.fetchval("SELECT count(*) FROM item_rechecks") == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM batch_rechecks WHERE tracking_id = $1", late[0]["tracking_id"]
+        )
+        == 0
+    )
 
 
 def _json(value: Any) -> dict[str, Any]:

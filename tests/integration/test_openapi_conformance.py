@@ -38,6 +38,10 @@ schemathesis.openapi.format(
     openapi.ITEM_CURSOR_FORMAT,
     st.builds(render.encode_item_cursor, st.integers(min_value=0, max_value=render.MAX_POSITION)),
 )
+schemathesis.openapi.format(
+    openapi.ID_CURSOR_FORMAT,
+    st.builds(render.encode_id_cursor, st.integers(min_value=0, max_value=render.MAX_ID)),
+)
 
 
 # A random payroll id is only ever a 404: on these routes, about half the valid (positive) examples ask for
@@ -139,7 +143,13 @@ schema = schemathesis.openapi.from_dict(
                     "include-method": "GET",
                     "phases": {"coverage": {"enabled": False}},
                 }
-                for path in ("/payrolls", "/payrolls/{payroll_id}/items")
+                for path in (
+                    "/payrolls",
+                    "/payrolls/{payroll_id}/items",
+                    "/ops/payrolls",
+                    "/ops/items",
+                    "/ops/outbox",
+                )
             ]
         }
     ),

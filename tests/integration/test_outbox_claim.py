@@ -73,6 +73,6 @@ async def test_claim_uses_the_partial_index_however_many_rows_are_done(pool: asy
     await pool.execute("ANALYZE outbox")
     from shared import sqlfiles
 
-    plan = await pool.fetch("EXPLAIN " + sqlfiles.load("outbox")["claim_batch"], "w", 30.0, 10, [])
+    plan = await pool.fetch("EXPLAIN " + sqlfiles.load("outbox")["claim_batch"], "w", 30.0, 10, [], 0)
     text = "\n".join(r[0] for r in plan)
     assert "outbox_pending_idx" in text and "outbox_in_progress_idx" in text, text

@@ -173,6 +173,7 @@ def test_the_named_queries_exist() -> None:
         "start_payroll",
         "claim_batch",
         "next_due",
+        "next_due_of_kinds",
         "extend_leases",
         "hold_lease",
         "release",

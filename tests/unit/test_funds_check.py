@@ -11,15 +11,15 @@ from shared.batches import FundsCheck
 
 
 def test_the_estimate_is_intasends_total_with_charges_in_either_number_form() -> None:
-    assert batch_flow._estimate({"total_amount_estimate": "48.00"}) == Decimal("48.00")
-    assert batch_flow._estimate({"total_amount_estimate": Decimal("560.0")}) == Decimal("560.0")
+    assert batch_flow._estimate({"total_amount_estimate": "48.00"}, []) == Decimal("48.00")
+    assert batch_flow._estimate({"total_amount_estimate": Decimal("560.0")}, []) == Decimal("560.0")
 
 
 def test_without_a_total_estimate_the_amounts_and_the_charge_estimate_are_summed() -> None:
-    response = {"charge_estimate": 10, "transactions": [{"amount": "38.00"}, {"amount": 12.5}]}
-    assert batch_flow._estimate(response) == Decimal("60.50")
-    assert batch_flow._estimate({"transactions": [{"amount": "x"}]}) is None
-    assert batch_flow._estimate({}) is None
+    amounts = [Decimal("38.00"), Decimal("12.50")]
+    assert batch_flow._estimate({"charge_estimate": 10}, amounts) == Decimal("60.50")
+    assert batch_flow._estimate({}, amounts) is None, "no estimate at all: the provider does not say"
+    assert batch_flow._estimate({"charge_estimate": "x"}, amounts) is None
 
 
 def test_the_wallet_compared_is_the_one_named_else_the_settlement_wallet() -> None:

@@ -373,6 +373,29 @@ async def test_undetermined_account_ends_tf105_and_ledger_knows_the_truth(make_c
     assert Decimal(ledger["total_paid"]) == len(paid)
 
 
+async def test_undetermined_transactions_settle_late_as_the_ledger_says(make_client: MakeClient) -> None:
+    """SIM_UNDETERMINED_SETTLE_S: a TF105 transaction later shows TS100 (with its reference) if the ledger
+    paid it, TF106 if not."""
+    clock = FakeClock()
+    accounts = [f"2547000000{i:02d}" for i in range(12)]
+    client = await make_client(clock, undetermined_accounts=frozenset(accounts), undetermined_settle_s=60.0)
+    batch = await initiate(client, *({"account": a, "amount": 1} for a in accounts))
+    await post(client, APPROVE, batch)
+    clock.now += 1
+    _, done = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    assert {t["status_code"] for t in done["transactions"]} == {"TF105"}
+    clock.now += 60
+    _, late = await post(client, STATUS, {"tracking_id": batch["tracking_id"]})
+    ledger = {p["request_reference_id"]: p for p in (await get_json(client, "/sim/ledger"))["payments"]}
+    for t in late["transactions"]:
+        paid = ledger[t["request_reference_id"]]
+        if paid["paid"]:
+            assert (t["status_code"], t["provider_reference"]) == ("TS100", paid["provider_reference"])
+        else:
+            assert (t["status_code"], t["provider_reference"]) == ("TF106", None)
+    assert {t["status_code"] for t in late["transactions"]} == {"TS100", "TF106"}  # seed 7: both
+
+
 async def test_insufficient_balance_fails_bf105_and_pays_nothing(make_client: MakeClient) -> None:
     client = await make_client(balance=Decimal("100.00"))
     first = await initiate(client, {"account": "254712345678", "amount": 60})
@@ -695,6 +718,7 @@ def test_help_lists_every_variable() -> None:
         "SIM_429_RETRY_AFTER",
         "SIM_FAIL_ACCOUNTS",
         "SIM_UNDETERMINED_ACCOUNTS",
+        "SIM_UNDETERMINED_SETTLE_S",
         "SIM_STATUS_LAG_S",
         "SIM_INVALID_ACCOUNTS",
         "SIM_SECOND_APPROVE_PAYS",
