@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## everything on this machine: embedded PostgreSQL, simulator, API, dispatcher
+run: $(STAMP)  ## everything on this machine: embedded PostgreSQL, simulator, API, dispatcher; Ctrl-C stops it in order
 	$(BIN)/payrun dev
 
 test: $(STAMP)  ## the whole suite, on DATABASE_URL/TEST_DATABASE_URL or an embedded PostgreSQL
@@ -39,5 +39,5 @@ check: lint test
 migrate: $(STAMP)
 	$(BIN)/payrun migrate
 
-clean:
+clean:  ## also deletes .data/: the embedded database, the demo key, the simulator's state
 	rm -rf $(VENV) .data build *.egg-info .pytest_cache .ruff_cache .import_linter_cache

@@ -54,7 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "sim", help="serve the bundled IntaSend simulator (see `payrun sim --help`)", add_help=False
     )
-    sub.add_parser("dev", help="run everything on one machine for trying payrun out (what `make run` runs)")
+    dev = sub.add_parser(
+        "dev", help="run everything on one machine for trying payrun out (what `make run` runs)"
+    )
+    dev.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every log line, one per request and poll too (or PAYRUN_DEV_VERBOSE=1)",
+    )
     return parser
 
 
@@ -191,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "dev":
             from payrun.dev import run_dev
 
-            run_dev(settings)
+            run_dev(settings, verbose=args.verbose)
     except PayrunError as exc:
         what = args.command
         if args.command in ("employer", "operator"):

@@ -14,8 +14,9 @@ import textwrap
 
 from aiohttp import web
 
-from simulator.app import make_app
+from simulator.app import SIM, make_app
 from simulator.config import ENV_VARS, SimConfig, SimConfigError
+from simulator.persistence import StateFileError
 
 DESCRIPTION = """\
 Serve a simulator of IntaSend's Send Money API (initiate, approve, status, wallets) for development,
@@ -61,7 +62,12 @@ async def serve(config: SimConfig) -> None:
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port is taken: one line, not a traceback
+        await runner.cleanup()
+        where = f"{config.host}:{config.port}"
+        raise SystemExit(f"payrun sim: cannot listen on {where}: {exc.strerror or exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,6 +78,11 @@ async def serve(config: SimConfig) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if config.state_file is not None:
+        batches = len(app[SIM].state.batches)
+        print(
+            f"payrun sim: state kept in {config.state_file} ({batches} batches)", file=sys.stderr, flush=True
+        )
     try:
         await stop.wait()
     finally:
@@ -88,7 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         config = SimConfig.from_env()
     except SimConfigError as exc:
         parser.exit(2, f"payrun sim: error: {exc}\n")
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except StateFileError as exc:
+        parser.exit(2, f"payrun sim: error: {exc}\n")
 
 
 if __name__ == "__main__":

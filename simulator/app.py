@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from simulator import persistence
 from simulator.config import SimConfig
 from simulator.ledger import CONFIRMING, SimState
 from simulator.ratelimit import SlidingWindow
@@ -65,6 +66,7 @@ class Simulator:
         self.log = log
         self.state = SimState(config, clock=clock)
         self.stopping = asyncio.Event()  # set on shutdown, so "hung" requests let the server stop promptly
+        self.store: persistence.StateFile | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -129,6 +131,18 @@ async def log_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
             }
         )
+
+
+@web.middleware
+async def persist_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With SIM_STATE_FILE, what a request did is on disk before its answer leaves, and before any "after"
+    fault: the innermost middleware (simulator/persistence.py)."""
+    sim = _sim(request)
+    try:
+        return await handler(request)
+    finally:
+        if sim.store is not None and request.method != "GET":
+            await sim.store.save(sim.state, unless_unchanged=_endpoint(request) == "status")
 
 
 @web.middleware
@@ -296,12 +310,28 @@ async def _on_shutdown(app: web.Application) -> None:
     app[SIM].stopping.set()
 
 
+async def _on_cleanup(app: web.Application) -> None:
+    sim = app[SIM]
+    if sim.store is not None:
+        sim.store.write(sim.state)
+
+
 def make_app(
     config: SimConfig, *, clock: Callable[[], float] = time.monotonic, log: LogFn = stderr_log
 ) -> web.Application:
-    """Build the app from a config object, so tests need no environment variables."""
-    app = web.Application(middlewares=[log_middleware, api_middleware], client_max_size=MAX_BODY_BYTES)
+    """Build the app from a config object, so tests need no environment variables. With
+    config.state_file, the state saved there is taken up again (raises persistence.StateFileError when the
+    file cannot be read)."""
+    store = persistence.StateFile(config.state_file) if config.state_file is not None else None
+    snapshot = store.load() if store is not None else None
+    if snapshot is not None:
+        clock = persistence.resumed_clock(snapshot, clock)
+    middlewares = [log_middleware, api_middleware, persist_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[SIM] = Simulator(config, clock=clock, log=log)
+    app[SIM].store = store
+    if snapshot is not None:
+        persistence.restore(app[SIM].state, snapshot)
     app.router.add_post("/api/v1/send-money/initiate/", initiate, name="initiate")
     app.router.add_post("/api/v1/send-money/approve/", approve, name="approve")
     app.router.add_post("/api/v1/send-money/status/", status, name="status")
@@ -314,4 +344,5 @@ def make_app(
     app.router.add_post("/sim/wallets/{wallet_id}/fund", sim_fund)
     app.router.add_get("/sim/healthz", sim_healthz)
     app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
     return app

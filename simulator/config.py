@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 from shared.envconfig import from_environ, setting, variables
 
@@ -243,6 +244,16 @@ class SimConfig:
         None,
         meaning="integer seed for ids, outcomes and faults, for reproducible runs",
         shown="(random)",
+    )
+    state_file: Path | None = setting(
+        "SIM_STATE_FILE",
+        Path,
+        None,
+        meaning=(
+            "file that keeps batches, ledger and balance across restarts (written before each answer to a"
+            " request that may act, and at shutdown; `payrun dev` uses .data/simulator-state.pickle)"
+        ),
+        shown="(none: state is lost at exit)",
     )
     # Not an environment variable: how long a "hung" request sleeps; tests shorten it.
     hang_s: float = 3600.0

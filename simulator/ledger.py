@@ -265,6 +265,17 @@ class SimState:
             Repeat(batch, self.clock(), self.wall(), self._reserve(batch.wallet_id, batch.cost))
         )
 
+    def upgrade_restored(self) -> None:
+        """A state saved by a simulator whose wallets all shared one `balance` (and one `reserved`): that
+        balance becomes the default wallet's."""
+        legacy: Any = self.__dict__.pop("balance", None)
+        reserved: Any = self.reserved
+        updated: Any = self.wallet_updated
+        if isinstance(legacy, Decimal) or not isinstance(reserved, dict):
+            self.balances = {self.wallet_id: legacy if isinstance(legacy, Decimal) else self.config.balance}
+            self.reserved = {self.wallet_id: reserved if isinstance(reserved, Decimal) else Decimal(0)}
+            self.wallet_updated = {self.wallet_id: updated if isinstance(updated, datetime) else self.wall()}
+
     def _open(self, wallet_id: str) -> None:
         if wallet_id not in self.balances:
             self.balances[wallet_id] = self.config.balance

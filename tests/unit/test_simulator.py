@@ -728,6 +728,7 @@ def test_help_lists_every_variable() -> None:
         "SIM_SEED",
         "SIM_FAULT_ENDPOINTS",
         "SIM_WALLETS",
+        "SIM_STATE_FILE",
     }
     assert {name for name, _, _ in ENV_VARS} == expected
     for name in expected:
