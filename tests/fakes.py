@@ -53,8 +53,15 @@ class FakeIntaSend:
     batches: dict[str, _FakeBatch] = field(default_factory=dict)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    # The wallet W1: its available balance (down by what is paid, charges included) and a charge per item.
+    balance: Decimal = Decimal("1000000000.00")
+    charge: Decimal = Decimal("0.00")
+    # Called at the start of every request with the endpoint's name: tests use it to act between two steps.
+    on_call: Any = None
 
     def _fault(self, endpoint: str) -> str | None:
+        if self.on_call is not None:
+            self.on_call(endpoint)
         queue = self.faults.get(endpoint)
         return queue.pop(0) if queue else None
 
@@ -90,6 +97,8 @@ class FakeIntaSend:
             # As the client parses IntaSend's floats (docs/intasend.md: "charge_estimate": 50.0): Decimals, which
             # the dispatcher stores as jsonb and echoes on approve.
             "charge_estimate": Decimal("50.0"),
+            "total_amount_estimate": str(self._estimate(b)),
+            "wallet": {"wallet_id": "W1", "available_balance": str(self.balance)},
             "failed_amount": Decimal("0.0"),
         }
         return Batch(b.tracking_id, b.code, b.status, b.nonce, txns, raw)
@@ -174,7 +183,11 @@ class FakeIntaSend:
 
     async def wallets(self) -> list[dict[str, Any]]:
         self.calls.append("wallets")
-        return [{"wallet_id": "W1", "available_balance": "1000000.00"}]
+        self._raise_before(self._fault("wallets"))
+        return [{"wallet_id": "W1", "wallet_type": "SETTLEMENT", "available_balance": str(self.balance)}]
+
+    def _estimate(self, b: _FakeBatch) -> Decimal:
+        return sum((Decimal(str(t["amount"])) + self.charge for t in b.txns), Decimal(0))
 
     def _settle(self, b: _FakeBatch) -> None:
         if self.batch_failure:
@@ -188,6 +201,7 @@ class FakeIntaSend:
                 t.update(status_code="TF105", status="Unknown")
             else:
                 t.update(status_code="TS100", status="Successful", provider_reference=f"REF{next(_refs):07d}")
+                self.balance -= Decimal(str(t["amount"])) + self.charge
                 self.ledger.append(
                     {"tracking_id": b.tracking_id, "account": t["account"], "amount": t["amount"]}
                 )
