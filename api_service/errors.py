@@ -35,6 +35,7 @@ TABLE: dict[type[errors.PayrunError], tuple[int, str, str]] = {
     errors.NothingToRecheck: (409, "nothing-to-recheck", "Nothing to re-check"),
     errors.DuplicateReference: (409, "duplicate-reference", "Duplicate reference"),
     errors.PayrollFinal: (409, "payroll-final", "Payroll already finished"),
+    errors.PayrollNotProcessing: (409, "payroll-not-processing", "Payroll not processing"),
     errors.PayrollNotDraft: (409, "payroll-not-draft", "Payroll not a draft"),
     errors.PayrollNotFinal: (409, "payroll-not-final", "Payroll not finished"),
     errors.NothingToRetry: (409, "nothing-to-retry", "Nothing to retry"),

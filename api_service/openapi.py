@@ -26,6 +26,7 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (schemas.PayrollStatusOut, "serialization"),
     (schemas.ItemPageOut, "serialization"),
     (schemas.ProcessAcceptedOut, "serialization"),
+    (schemas.CancelOut, "serialization"),
     (schemas.CallbackOut, "serialization"),
     (schemas.ResolveItemsIn, "validation"),
     (schemas.ResolveItemsOut, "serialization"),
@@ -503,6 +504,32 @@ PATHS: dict[str, dict[str, Any]] = {
                     conflict="`payroll-not-final` (DRAFT or PROCESSING), `nothing-to-retry` (no FAILED item), "
                     "`already-retried` (`retry_id` names the payroll that retries it: retry that one), or "
                     "`duplicate-reference` (`payroll_id` names the payroll holding the reference).",
+                ),
+            },
+        }
+    },
+    "/payrolls/{payroll_id}/cancel": {
+        "post": {
+            "summary": "Cancel what a processing payroll has not yet sent for approval",
+            "description": "Every item of the payroll no batch being approved carries yet becomes CANCELLED; "
+            "items whose batch was already being approved (`not_cancellable`) finish as usual. The payroll's "
+            "final status is CANCELLED (NEEDS_REVIEW if some item needs review). Naturally idempotent: "
+            "calling it again cancels nothing more and answers the counts; an `Idempotency-Key` replays the "
+            "first answer. The body is ignored.",
+            "parameters": [_PAYROLL_ID, _IDEMPOTENCY_KEY],
+            "responses": {
+                "200": {
+                    "description": "Cancelled what could be (now or before).",
+                    "headers": {"Location": {"description": "the payroll's status_url", **_HEADER}},
+                    "content": _json("CancelOut"),
+                },
+                **_problems(
+                    404,
+                    409,
+                    422,
+                    *_AUTHED,
+                    conflict="`payroll-not-processing` (a DRAFT: nothing is being paid, delete it instead), "
+                    "or `payroll-final` (it ended with no item cancelled: nothing was left to cancel).",
                 ),
             },
         }

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from shared import errors, payrolls, rechecks, resolutions
+from shared import cancellation, errors, funds, payrolls, rechecks, resolutions
 
 # The largest value payroll_items.position (an integer column) holds, and the largest bigint id.
 MAX_POSITION = 2**31 - 1
@@ -61,8 +61,43 @@ def item(i: payrolls.Item) -> dict[str, Any]:
     }
 
 
-def payroll_detail(p: payrolls.Payroll, items: list[payrolls.Item]) -> dict[str, Any]:
-    return {**payroll(p), "items": [item(i) for i in items]}
+def payroll_detail(
+    p: payrolls.Payroll, items: list[payrolls.Item], wait: funds.FundsWait | None = None
+) -> dict[str, Any]:
+    return {**payroll(p), "items": [item(i) for i in items], "status_detail": status_detail(wait)}
+
+
+def status_detail(wait: funds.FundsWait | None) -> dict[str, Any] | None:
+    if wait is None:
+        return None
+    return {
+        "code": "insufficient_funds",
+        "message": (
+            f"waiting for funds: wallet {wait.wallet_id or '(default)'} has {money(wait.available)} KES "
+            f"available, the {wait.batches} batch(es) waiting need {money(wait.required)} KES (charges "
+            f"included): add {money(wait.short_by)} KES; payrun checks again and pays by itself once funded, "
+            "or cancel the payroll"
+        ),
+        "wallet_id": wait.wallet_id,
+        "short_by": money(wait.short_by),
+        "required": money(wait.required),
+        "available_balance": money(wait.available),
+        "waiting_batches": wait.batches,
+        "checked_at": wait.checked_at.isoformat(),
+        "next_check_at": wait.next_check_at.isoformat(),
+    }
+
+
+def cancelled(c: cancellation.Cancelled) -> dict[str, Any]:
+    return {
+        "id": str(c.payroll_id),
+        "status": str(c.status),
+        "cancelled_now": c.cancelled_now,
+        "cancelled": c.cancelled,
+        "not_cancellable": c.in_flight,
+        "cancel_requested_at": c.cancel_requested_at.isoformat() if c.cancel_requested_at else None,
+        "status_url": status_path(c.payroll_id),
+    }
 
 
 def tracked_item(i: payrolls.TrackedItem) -> dict[str, Any]:
@@ -90,7 +125,7 @@ def page(found: payrolls.Page) -> dict[str, Any]:
     return {"items": [payroll(p) for p in found.payrolls], "next_cursor": cursor}
 
 
-def status(s: payrolls.StatusSummary) -> dict[str, Any]:
+def status(s: payrolls.StatusSummary, wait: funds.FundsWait | None = None) -> dict[str, Any]:
     return {
         "id": str(s.id),
         "status": str(s.status),
@@ -99,12 +134,15 @@ def status(s: payrolls.StatusSummary) -> dict[str, Any]:
         "total_amount": money(s.total_amount),
         "paid_amount": money(s.paid_amount),
         "updated_at": s.updated_at.isoformat(),
+        "status_detail": status_detail(wait),
     }
 
 
-def status_etag(s: payrolls.StatusSummary) -> str:
+def status_etag(s: payrolls.StatusSummary, wait: funds.FundsWait | None = None) -> str:
     """A strong validator: changes whenever anything the status body shows changes."""
     seed = f"{s.status}|{s.updated_at.isoformat()}|{sorted(s.counts.items())}|{s.paid_amount}"
+    if wait is not None:
+        seed += f"|{wait.checked_at.isoformat()}|{wait.required}|{wait.available}|{wait.batches}"
     return '"' + hashlib.sha256(seed.encode()).hexdigest()[:32] + '"'
 
 

@@ -60,6 +60,12 @@ ROUTES = [
         name="retry_payroll",
     ),
     Route(
+        "/payrolls/{payroll_id}/cancel",
+        protected(payrolls.cancel_payroll),
+        methods=["POST"],
+        name="cancel_payroll",
+    ),
+    Route(
         "/payrolls/{payroll_id}/items", protected(payrolls.list_items), methods=["GET"], name="payroll_items"
     ),
     Route(

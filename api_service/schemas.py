@@ -349,7 +349,8 @@ class ListPayrollsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: (
-        Literal["DRAFT", "PROCESSING", "COMPLETED", "PARTIALLY_FAILED", "FAILED", "NEEDS_REVIEW"] | None
+        Literal["DRAFT", "PROCESSING", "COMPLETED", "PARTIALLY_FAILED", "FAILED", "NEEDS_REVIEW", "CANCELLED"]
+        | None
     ) = None
     limit: PageLimit = PAGE_LIMIT_DEFAULT
     cursor: PageCursor = None
@@ -368,7 +369,9 @@ class ListItemsQuery(BaseModel):
 # ---- responses (rendered by api_service/render.py) -------------------------------------------------------
 
 Money = Annotated[str, Field(pattern=r"^\d+\.\d{2}$", examples=["15000.00"])]
-PayrollStatusName = Literal["DRAFT", "PROCESSING", "COMPLETED", "PARTIALLY_FAILED", "FAILED", "NEEDS_REVIEW"]
+PayrollStatusName = Literal[
+    "DRAFT", "PROCESSING", "COMPLETED", "PARTIALLY_FAILED", "FAILED", "NEEDS_REVIEW", "CANCELLED"
+]
 ItemStatusName = Literal["PENDING", "SUBMITTED", "PAID", "FAILED", "NEEDS_REVIEW", "CANCELLED"]
 
 
@@ -399,8 +402,25 @@ class PayrollOut(BaseModel):
     )
 
 
+class StatusDetailOut(BaseModel):
+    """Why a PROCESSING payroll is not moving on: its batches wait for funds (docs/operations.md)."""
+
+    code: Literal["insufficient_funds"]
+    message: str
+    wallet_id: str | None = Field(description="The wallet the payroll is paid from; null: the default one.")
+    short_by: Money = Field(description="What the wallet lacks for the waiting batches.")
+    required: Money = Field(description="The waiting batches' total estimate, IntaSend's charges included.")
+    available_balance: Money = Field(description="The wallet's available balance at the latest check.")
+    waiting_batches: int
+    checked_at: datetime
+    next_check_at: datetime = Field(description="payrun checks the wallet again then, and pays once funded.")
+
+
 class PayrollDetailOut(PayrollOut):
     items: list[PayrollItemOut] = Field(description="In the order they were sent.")
+    status_detail: StatusDetailOut | None = Field(
+        default=None, description="Null unless the payroll waits for funds."
+    )
 
 
 class PayrollPageOut(BaseModel):
@@ -443,6 +463,28 @@ class PayrollStatusOut(BaseModel):
     total_amount: Money
     paid_amount: Money
     updated_at: datetime
+    status_detail: StatusDetailOut | None = Field(
+        default=None, description="Null unless the payroll waits for funds."
+    )
+
+
+class CancelOut(BaseModel):
+    """`POST /payrolls/{id}/cancel`: what was cancelled, and what was already on its way and will finish."""
+
+    id: uuid.UUID
+    status: PayrollStatusName = Field(
+        description="PROCESSING while items not cancellable are still being paid; CANCELLED (or NEEDS_REVIEW) "
+        "once the payroll is final."
+    )
+    cancelled_now: int = Field(ge=0, description="Items this request cancelled.")
+    cancelled: int = Field(ge=0, description="All of the payroll's CANCELLED items.")
+    not_cancellable: int = Field(
+        ge=0,
+        description="Items not final and not cancellable: their batch was already being approved when the "
+        "cancel came; they finish (PAID, FAILED or NEEDS_REVIEW).",
+    )
+    cancel_requested_at: datetime | None
+    status_url: str
 
 
 class CallbackOut(BaseModel):

@@ -4,7 +4,12 @@ Exactly once, step by step (the promise: docs/api.md section 6):
 1. initiate with requires_approval="YES": nothing moves. A lost or repeated initiate leaves at most an orphan
    batch waiting for approval, which payrun never approves.
 2. persist tracking_id, nonce and each item's request_reference_id (fenced, one batch per row) BEFORE approving.
-3. stage `approving` is written (fenced) before the approve request goes out. Whoever finds a batch in
+3. funds: right before approving, the batch's total estimate (charges included) is compared with its wallet's
+   available balance, read after the last wait (the initiate response's balance only when approve follows
+   at once; otherwise a wallets request through the same limiter). A short batch is not approved: its row
+   goes back to `available_at` with back-off, its stage stays `initiated`, the shortfall is recorded.
+   stage `approving` is written (fenced) before the approve request goes out; a batch carrying an item its
+   employer cancelled is abandoned unapproved instead (shared/cancellation.py: the same lock decides). Whoever finds a batch in
    `approving` (this dispatcher after an error, or another after a crash) asks `status` first and approves
    only a batch the provider still shows as waiting for approval.
 4. follow the batch with `status` until every item is final, then record items, the row and (if it was the
@@ -19,7 +24,7 @@ import contextlib
 import functools
 import random
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import asyncpg
@@ -35,8 +40,8 @@ from dispatcher_service.provider.protocol import (
     ProviderUnavailable,
 )
 from dispatcher_service.retry import ProviderCaller
-from shared import batches, db, outbox
-from shared.batches import LeaseLost, Stage
+from shared import batches, db, metrics, outbox
+from shared.batches import BatchCancelled, FundsCheck, LeaseLost, Stage
 from shared.logging import get_logger
 from shared.outbox import RowStatus
 from shared.payrolls import ItemStatus
@@ -91,6 +96,8 @@ class BatchFlow:
         # batches in flight go first (dispatcher.Dispatcher._employer_load).
         self._priority = priority
         self.log = log.bind(outbox_id=row.id, payroll_id=str(row.payroll_id), attempt=row.attempts)
+        # The initiate answer of this run, whose wallet balance is fresh only if approve follows at once.
+        self._fresh: Batch | None = None
         # The batch's items with their references, once this flow has them (read once per claim).
         self.sent_items: list[batches.Item] | None = None
         # The batch code last recorded: a status answer is kept whole only when its code differs.
@@ -124,9 +131,9 @@ class BatchFlow:
             self.recorded_code = stored.status_code
             self.log = self.log.bind(tracking_id=stored.tracking_id)
             if stored.stage == Stage.INITIATED:
-                if await self._hand_back_if_stopping("approve") or not await self._approve(
-                    stored, first=True
-                ):
+                if await self._hand_back_if_stopping("approve"):
+                    return
+                if not await self._funds_cover(stored) or not await self._approve(stored, first=True):
                     return
             elif stored.stage == Stage.APPROVING:
                 if not await self._resolve_approving(stored, approve_error=None):
@@ -142,6 +149,8 @@ class BatchFlow:
             self.log.warning("lease_expired", detail=str(exc))
             with contextlib.suppress(*db.TRANSIENT_ERRORS):
                 await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=0.0)
+        except BatchCancelled as exc:
+            self.log.warning("batch_abandoned", detail=str(exc))
         except LeaseLost as exc:
             self.log.warning("lease_lost", detail=str(exc))
 
@@ -229,6 +238,7 @@ class BatchFlow:
             refs=refs,
             approve_body=batch.body,
         )
+        self._fresh = batch
         self.sent_items = batches.with_references(items, refs)
         await batches.log_attempt(self.pool, self.row, self.worker, "initiate", "ok", batch.tracking_id)
         self.log.info(
@@ -236,7 +246,73 @@ class BatchFlow:
         )
         return stored
 
-    # -- step 3: approve exactly the persisted batch -------------------------------------------------
+    # -- step 3: funds, then approve exactly the persisted batch ----------------------------------------
+
+    async def _amounts(self) -> list[Decimal]:
+        """The amounts of the items the batch carries (those linked to it at initiate)."""
+        if self.sent_items is None:
+            self.sent_items = [
+                i for i in await batches.items(self.pool, self.item_ids) if i.request_reference_id
+            ]
+        return [i.amount for i in self.sent_items]
+
+    async def _funds_cover(self, stored: batches.StoredBatch) -> bool:
+        """True when the wallet, read now, covers the batch (or the provider does not say): approve. False
+        when the row went back to wait (short: re-checked later with back-off; or the wallet read failed)."""
+        fresh, self._fresh = self._fresh, None
+        wallet_id = _wallet_id(stored.initiate_response) or self.row.payload.get("wallet_id")
+        wallet_id = wallet_id or self.settings.intasend_wallet_id
+        available = _available(fresh.raw.get("wallet")) if fresh is not None else None
+        if available is None:
+            try:
+                wallets = await self.caller.call(
+                    "wallets",
+                    self.provider.wallets,
+                    retry_ambiguous=True,
+                    lease=self.lease,
+                    priority=self._priority,
+                )
+            except ProviderError as exc:
+                await self._retry_later(f"reading the wallet balance before approve failed: {exc}")
+                return False
+            available = _available(_find_wallet(wallets, wallet_id))
+        required = _estimate(stored.initiate_response, await self._amounts())
+        if available is None or required is None:
+            metrics.FUNDS_CHECKS.labels("unknown").inc()
+            self.log.warning(
+                "funds_unknown", wallet_id=wallet_id, detail="the provider gave no balance or estimate"
+            )
+            return True
+        check = FundsCheck(required, available, wallet_id)
+        short_checks = await batches.record_funds(self.pool, self.row, stored.id, check)
+        if check.short_by <= 0:
+            metrics.FUNDS_CHECKS.labels("covered").inc()
+            self.log.info(
+                "funds_covered", required=str(required), available=str(available), wallet_id=wallet_id
+            )
+            return True
+        metrics.FUNDS_CHECKS.labels("short").inc()
+        delay = funds_backoff(
+            short_checks,
+            self.settings.dispatcher_funds_recheck_s,
+            self.settings.dispatcher_funds_recheck_max_s,
+        )
+        detail = (
+            f"waiting for funds: wallet {wallet_id or '(default)'} has {available} available, batch "
+            f"{stored.tracking_id} needs {required} (charges included): {check.short_by} short"
+        )
+        await batches.log_attempt(self.pool, self.row, self.worker, "funds_check", "short", detail)
+        await outbox.release(self.pool, self.row.id, self.row.lease_token, delay_s=delay, error=detail)
+        self.log.warning(
+            "batch_waiting_for_funds",
+            wallet_id=wallet_id,
+            required=str(required),
+            available=str(available),
+            short_by=str(check.short_by),
+            checks=short_checks,
+            recheck_in_s=round(delay, 1),
+        )
+        return False
 
     async def _approve(self, stored: batches.StoredBatch, *, first: bool) -> bool:
         """`first`: no approve of this batch can have gone out before (it was still `initiated`)."""
@@ -297,7 +373,10 @@ class BatchFlow:
             self.log.warning("batch_approval_refused", reason=reason, payroll_status=final)
             return False
         if approve_error is None:
-            # Found in `approving` after a crash, still waiting: approve it now (same batch, same items).
+            # Found in `approving` after a crash, still waiting: approve it now (same batch, same items), on a
+            # balance read now: the check made before `approving` was written may be long stale.
+            if not await self._funds_cover(stored):
+                return False
             return await self._approve(stored, first=False)
         await self._retry_later(
             f"approve not accepted yet ({approve_error}); the batch still waits for approval"
@@ -449,6 +528,51 @@ class BatchFlow:
             carried=self.carried,
         )
         self.log.error("batch_dead", reason=reason, items_status=status, payroll_status=final)
+
+
+def funds_backoff(short_checks: int, first_s: float, max_s: float) -> float:
+    """Wait before a short batch's next funds check: first_s, doubling, at most max_s, with jitter."""
+    base = min(max_s, first_s * 2.0 ** max(0, short_checks - 1))
+    return base * random.uniform(0.9, 1.1)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        amount = None if value is None or isinstance(value, bool) else Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return amount if amount is not None and amount.is_finite() else None
+
+
+def _wallet_id(response: dict[str, Any]) -> str | None:
+    wallet = response.get("wallet")
+    found = wallet.get("wallet_id") if isinstance(wallet, dict) else None
+    return str(found) if found else None
+
+
+def _available(wallet: Any) -> Decimal | None:
+    return _decimal(wallet.get("available_balance")) if isinstance(wallet, dict) else None
+
+
+def _find_wallet(wallets: list[dict[str, Any]], wallet_id: str | None) -> dict[str, Any] | None:
+    """The named wallet; without a name, the account's default (its SETTLEMENT wallet, else the first)."""
+    if wallet_id is not None:
+        return next((w for w in wallets if str(w.get("wallet_id", w.get("id"))) == wallet_id), None)
+    settlement = [w for w in wallets if w.get("wallet_type") == "SETTLEMENT"]
+    candidates = settlement or wallets
+    return candidates[0] if candidates else None
+
+
+def _estimate(response: dict[str, Any], amounts: list[Decimal]) -> Decimal | None:
+    """The batch's total estimate, charges included: `total_amount_estimate`, else the amounts of the items it
+    carries plus `charge_estimate` (None when IntaSend gave neither estimate)."""
+    estimate = _decimal(response.get("total_amount_estimate"))
+    if estimate is not None:
+        return estimate
+    charges = _decimal(response.get("charge_estimate"))
+    if charges is None or not amounts:
+        return None
+    return sum(amounts, Decimal(0)) + charges
 
 
 def _transaction(item: batches.Item) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class Stage(enum.StrEnum):
     APPROVED = "approved"
     FINISHED = "finished"
     REJECTED = "rejected"
+    ABANDONED = "abandoned"  # never approved: it carried a cancelled item (migration 0014)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,23 @@ class ItemOutcome:
 
 class LeaseLost(Exception):
     """Another dispatcher holds this outbox row now: write nothing more for it."""
+
+
+class BatchCancelled(LeaseLost):
+    """The batch carries an item its employer cancelled: it was abandoned unapproved, its row is done."""
+
+
+@dataclass(frozen=True, slots=True)
+class FundsCheck:
+    """One comparison before approve: the batch's total estimate against its wallet's available balance."""
+
+    required: Decimal
+    available: Decimal
+    wallet_id: str | None
+
+    @property
+    def short_by(self) -> Decimal:
+        return max(Decimal(0), self.required - self.available)
 
 
 async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
@@ -173,12 +191,57 @@ async def set_stage(
     stage: Stage,
     carried: Sequence[outbox.Carried] = (),
 ) -> None:
+    """Fenced. `approving` is written only for a batch none of whose items was cancelled: the lead row's lock
+    (the fence) is the one a cancel takes too, so a cancel and this write are serialized. A batch found
+    carrying a cancelled item is abandoned instead, in this transaction, and BatchCancelled raised."""
+    abandoned: str | None = None
     async with _fenced(pool, row) as conn:
-        await conn.execute(Q.set_stage, batch_id, stage)
-        if stage == Stage.APPROVED:
-            await conn.execute(Q.mark_submitted, batch_id)
-            for payroll_id in _payrolls(row, carried):
-                await conn.execute(Q.touch_payroll, payroll_id)
+        if stage == Stage.APPROVING and await conn.fetchval(Q.batch_cancelled_items, batch_id):
+            reason = "abandoned unapproved: it carries an item its employer cancelled"
+            await conn.execute(Q.abandon_batch, batch_id, reason)
+            await reform(conn, row.id, reason)
+            abandoned = reason
+        else:
+            await conn.execute(Q.set_stage, batch_id, stage)
+            if stage == Stage.APPROVED:
+                await conn.execute(Q.mark_submitted, batch_id)
+                for payroll_id in _payrolls(row, carried):
+                    await conn.execute(Q.touch_payroll, payroll_id)
+    if abandoned is not None:
+        raise BatchCancelled(f"outbox row {row.id}: batch {batch_id} {abandoned}")
+
+
+async def record_funds(pool: asyncpg.Pool, row: outbox.Claimed, batch_id: int, check: FundsCheck) -> int:
+    """Record a funds check (fenced); returns how many checks of this batch have found it short."""
+    async with _fenced(pool, row) as conn:
+        short: int = await conn.fetchval(
+            Q.record_funds, batch_id, check.required, check.available, check.wallet_id
+        )
+    return short
+
+
+async def reform(conn: db.Connection, lead_id: int, reason: str) -> list[int]:
+    """Take a lead row and the rows it carries off the provider batch they formed (abandoned, or not yet
+    initiated): each ends `done` with `reason`, and its items still PENDING go into a new row of the same
+    payroll, due now. The caller holds the lead row's lock (its fence, or a cancel's lock) and has abandoned the
+    batch, if there was one. Each payroll whose last row this was is closed. Returns the new rows' ids."""
+    rows = await conn.fetch(Q.reform_rows, lead_id)
+    pending = [i for r in rows for i in r["pending"]]
+    await conn.execute(Q.unlink_items, pending)
+    await conn.execute(Q.finish_reformed, lead_id, reason)
+    new_ids = [
+        await conn.fetchval(
+            Q.insert_reformed, r["payroll_id"], r["id"], r["kind"], r["payload"], r["pending"]
+        )
+        for r in rows
+        if r["pending"]
+    ]
+    await conn.execute(Q.lock_payrolls, sorted({r["payroll_id"] for r in rows}))
+    for payroll_id in sorted({r["payroll_id"] for r in rows}):
+        await _close_if_last(conn, payroll_id)
+    if new_ids:
+        await conn.execute(Q.notify_outbox, str(lead_id))
+    return new_ids
 
 
 async def record_poll(

@@ -74,6 +74,10 @@ class PayrollFinal(PayrunError):
     """The payroll has already reached a final state and cannot be processed again."""
 
 
+class PayrollNotProcessing(PayrunError):
+    """Only a PROCESSING payroll can be cancelled."""
+
+
 class PayrollNotDraft(PayrunError):
     """Only a DRAFT payroll can be deleted."""
 

@@ -61,6 +61,17 @@ PAYROLL_DURATION = Histogram(
     buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600),
 )
 ITEMS_FINAL = Counter("payrun_items_final_total", "Items that reached a final state.", ["status"])
+FUNDS_CHECKS = Counter(
+    "payrun_funds_checks_total",
+    "Funds checks before approve, by outcome: covered, short (not approved, checked again later), unknown.",
+    ["outcome"],
+)
+BATCHES_WAITING_FOR_FUNDS = Gauge(
+    "payrun_batches_waiting_for_funds", "Initiated batches not approved because their wallet was short."
+)
+FUNDS_SHORT_BY = Gauge(
+    "payrun_funds_short_by_kes", "The sum of the shortfalls of the batches waiting for funds, in KES."
+)
 HTTP_DURATION = Histogram(
     "payrun_http_request_duration_seconds",
     "API request latency by route.",
@@ -69,6 +80,7 @@ HTTP_DURATION = Histogram(
 )
 
 Q = sqlfiles.queries("metrics")
+FUNDS_Q = sqlfiles.queries("funds")
 
 
 async def refresh_backlog(pool: asyncpg.Pool) -> None:
@@ -86,6 +98,10 @@ async def refresh_backlog(pool: asyncpg.Pool) -> None:
     OUTBOX_OLDEST_DUE.set(row["oldest_due"])
     OUTBOX_ROWS_WITH_ERRORS.set(row["with_errors"])
     ITEMS_NEEDING_REVIEW.set(row["review"])
+    waiting = await pool.fetchrow(FUNDS_Q.batches_waiting_for_funds)
+    assert waiting is not None  # one row of aggregates, always
+    BATCHES_WAITING_FOR_FUNDS.set(waiting["batches"])
+    FUNDS_SHORT_BY.set(waiting["short_by"])
     ITEMS_AWAITING_RECHECK.set(row["rechecking"])
 
 

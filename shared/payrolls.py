@@ -36,6 +36,7 @@ class PayrollStatus(enum.StrEnum):
     PARTIALLY_FAILED = "PARTIALLY_FAILED"
     FAILED = "FAILED"
     NEEDS_REVIEW = "NEEDS_REVIEW"
+    CANCELLED = "CANCELLED"  # final: some items cancelled by the employer, none NEEDS_REVIEW (migration 0014)
 
 
 FINAL_STATUSES = frozenset(
@@ -44,6 +45,7 @@ FINAL_STATUSES = frozenset(
         PayrollStatus.PARTIALLY_FAILED,
         PayrollStatus.FAILED,
         PayrollStatus.NEEDS_REVIEW,
+        PayrollStatus.CANCELLED,
     }
 )
 

@@ -38,6 +38,7 @@ REOPENABLE = (
     PayrollStatus.COMPLETED,
     PayrollStatus.PARTIALLY_FAILED,
     PayrollStatus.FAILED,
+    PayrollStatus.CANCELLED,
 )
 
 

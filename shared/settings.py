@@ -93,6 +93,9 @@ class Settings:
     dispatcher_metrics_port: int | None = setting("DISPATCHER_METRICS_PORT", _port, None)
     dispatcher_grace_s: float = setting("DISPATCHER_GRACE_S", _positive_float, 20.0)
     dispatcher_max_errors: int = setting("DISPATCHER_MAX_ERRORS", _positive_int, 12)
+    # A batch the wallet cannot cover waits: re-checked after this, doubling up to the max (docs/operations.md).
+    dispatcher_funds_recheck_s: float = setting("DISPATCHER_FUNDS_RECHECK_S", _positive_float, 30.0)
+    dispatcher_funds_recheck_max_s: float = setting("DISPATCHER_FUNDS_RECHECK_MAX_S", _positive_float, 600.0)
     employer_callback_timeout_s: float = setting("EMPLOYER_CALLBACK_TIMEOUT_S", _positive_float, 5.0)
     employer_callback_concurrency: int = setting("EMPLOYER_CALLBACK_CONCURRENCY", _positive_int, 8)
     employer_callback_max_attempts: int = setting("EMPLOYER_CALLBACK_MAX_ATTEMPTS", _positive_int, 20)

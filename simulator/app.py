@@ -29,6 +29,7 @@ from simulator.validation import (
     FieldError,
     ValidationFailed,
     expect_object,
+    parse_fund_amount,
     require_str,
     validate_initiate,
     wallet_known,
@@ -280,6 +281,22 @@ async def sim_stats(request: web.Request) -> web.Response:
     )
 
 
+async def sim_fund(request: web.Request) -> web.Response:
+    """`POST /sim/wallets/{wallet_id}/fund` with `{"amount": "150000.00"}`: add funds; answers the wallet."""
+    sim = _sim(request)
+    wallet_id = request.match_info["wallet_id"]
+    if not wallet_known(wallet_id, sim.state.wallet_id, sim.config.wallets):
+        return web.json_response(NOT_FOUND, status=404)
+    try:
+        data = expect_object(await _body(request))
+        amount = parse_fund_amount(data.get("amount"))
+    except ValidationFailed as exc:
+        return web.json_response(exc.body(), status=400)
+    sim.state.fund(wallet_id, amount)
+    sim.log({"event": "sim_wallet_funded", "wallet_id": wallet_id, "amount": str(amount)})
+    return web.json_response(sim.state.wallet_view(wallet_id))
+
+
 async def sim_reset(request: web.Request) -> web.Response:
     _sim(request).reset()
     return web.json_response({"reset": True})
@@ -324,6 +341,7 @@ def make_app(
     app.router.add_get("/sim/ledger", sim_ledger)
     app.router.add_get("/sim/stats", sim_stats)
     app.router.add_post("/sim/reset", sim_reset)
+    app.router.add_post("/sim/wallets/{wallet_id}/fund", sim_fund)
     app.router.add_get("/sim/healthz", sim_healthz)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

@@ -189,7 +189,16 @@ class SimConfig:
         "SIM_BALANCE",
         _balance,
         Decimal("1000000000.00"),
-        meaning="opening wallet balance in KES; a batch it cannot cover fails BF105",
+        meaning="opening balance of each wallet in KES; an approved batch it cannot cover fails BF105",
+    )
+    charge: Decimal = setting(
+        "SIM_CHARGE",
+        _balance,
+        Decimal("0.00"),
+        meaning=(
+            "charge in KES per transaction: in the initiate response's charge_estimate and "
+            "total_amount_estimate, and taken from the wallet with each payment"
+        ),
     )
     wallets: frozenset[str] = setting(
         "SIM_WALLETS",
@@ -197,8 +206,8 @@ class SimConfig:
         frozenset(),
         meaning=(
             "comma list of wallet ids initiate accepts as wallet_id besides the default SIMWLT1 (per-employer"
-            " WORKING wallets), or * for any id; all draw on the one SIM_BALANCE, and the ledger records"
-            " the wallet each payment named"
+            " WORKING wallets), or * for any id; each wallet opens with SIM_BALANCE of its own (add funds"
+            " with POST /sim/wallets/{id}/fund), and the ledger records the wallet each payment named"
         ),
         shown="(none)",
     )

@@ -24,7 +24,6 @@ from simulator.config import SimConfig
 from simulator.validation import InitiateRequest
 
 EAT = timezone(timedelta(hours=3), "EAT")  # IntaSend stamps times in Nairobi time
-CHARGE = Decimal("0.00")  # the simulator charges no fees, so balance changes equal the ledger's total_paid
 UPPER_ALNUM = string.ascii_uppercase + string.digits
 
 # Batch states (docs/intasend.md section 4).
@@ -60,6 +59,7 @@ class Item:
     account_type: str | None
     account_reference: str | None
     idempotency_key: str | None
+    charge: Decimal
     created_at: datetime
     updated_at: datetime
     status: str = "Pending"
@@ -86,7 +86,7 @@ class Item:
             "provider_reference": self.provider_reference,
             "provider_account_name": self.provider_account_name,
             "amount": money(self.amount),
-            "charge": money(CHARGE),
+            "charge": money(self.charge),
             "narrative": self.narrative,
             "file_id": self.file_id,
             "idempotency_key": self.idempotency_key,
@@ -116,6 +116,15 @@ class Batch:
     def total(self) -> Decimal:
         return sum((i.amount for i in self.items), Decimal(0))
 
+    @property
+    def charges(self) -> Decimal:
+        return sum((i.charge for i in self.items), Decimal(0))
+
+    @property
+    def cost(self) -> Decimal:
+        """What the batch takes from its wallet if every transaction is paid: amounts and charges."""
+        return self.total + self.charges
+
     def state(self) -> tuple[str, str]:
         if self.approved_at is None:
             return PREVIEW
@@ -127,7 +136,7 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     tracking_id: str
-    wallet_id: str  # the wallet the batch named (every wallet draws on the one SIM_BALANCE)
+    wallet_id: str  # the wallet the batch named, whose balance paid it
     request_reference_id: str
     account: str
     amount: Decimal
@@ -180,9 +189,11 @@ class SimState:
         self.rng = random.Random(f"{seed}-state") if seed is not None else random.Random()
         self.batches: dict[str, Batch] = {}
         self.ledger: list[LedgerEntry] = []
-        self.balance = self.config.balance
-        self.reserved = Decimal(0)  # approved, not yet settled: counted against available_balance
-        self.wallet_updated = self.wall()
+        # Per wallet (the default and SIM_WALLETS ones), created with SIM_BALANCE when first used. `reserved`:
+        # approved, not yet settled, counted against available_balance.
+        self.balances: dict[str, Decimal] = {}
+        self.reserved: dict[str, Decimal] = {}
+        self.wallet_updated: dict[str, datetime] = {}
         self._in_flight: list[Batch] = []
         self._repeats: list[Repeat] = []
         self._undetermined: list[
@@ -222,6 +233,7 @@ class SimState:
                     account_type=t.account_type,
                     account_reference=t.account_reference,
                     idempotency_key=t.idempotency_key,
+                    charge=self.config.charge,
                     created_at=now,
                     updated_at=now,
                 )
@@ -241,7 +253,7 @@ class SimState:
             return False
         batch.approved_at = self.clock()
         batch.approved_wall = batch.updated_at = self.wall()
-        batch.funded = self._reserve(batch.total)
+        batch.funded = self._reserve(batch.wallet_id, batch.cost)
         self._in_flight.append(batch)
         return True
 
@@ -249,12 +261,41 @@ class SimState:
         """Run an approved batch's payments once more, as a provider that honours every approve would. The
         batch's status shows only the first run; the ledger shows both."""
         assert batch.approved_at is not None
-        self._repeats.append(Repeat(batch, self.clock(), self.wall(), self._reserve(batch.total)))
+        self._repeats.append(
+            Repeat(batch, self.clock(), self.wall(), self._reserve(batch.wallet_id, batch.cost))
+        )
 
-    def _reserve(self, total: Decimal) -> bool:
-        funded = self.balance - self.reserved >= total
+    def upgrade_restored(self) -> None:
+        """A state saved by a simulator whose wallets all shared one `balance` (and one `reserved`): that
+        balance becomes the default wallet's."""
+        legacy: Any = self.__dict__.pop("balance", None)
+        reserved: Any = self.reserved
+        updated: Any = self.wallet_updated
+        if isinstance(legacy, Decimal) or not isinstance(reserved, dict):
+            self.balances = {self.wallet_id: legacy if isinstance(legacy, Decimal) else self.config.balance}
+            self.reserved = {self.wallet_id: reserved if isinstance(reserved, Decimal) else Decimal(0)}
+            self.wallet_updated = {self.wallet_id: updated if isinstance(updated, datetime) else self.wall()}
+
+    def _open(self, wallet_id: str) -> None:
+        if wallet_id not in self.balances:
+            self.balances[wallet_id] = self.config.balance
+            self.reserved[wallet_id] = Decimal(0)
+            self.wallet_updated[wallet_id] = self.wall()
+
+    def available(self, wallet_id: str) -> Decimal:
+        self._open(wallet_id)
+        return self.balances[wallet_id] - self.reserved[wallet_id]
+
+    def fund(self, wallet_id: str, amount: Decimal) -> None:
+        """Add funds to a wallet (POST /sim/wallets/{id}/fund): a top-up, as an employer's deposit would."""
+        self._open(wallet_id)
+        self.balances[wallet_id] += amount
+        self.wallet_updated[wallet_id] = self.wall()
+
+    def _reserve(self, wallet_id: str, cost: Decimal) -> bool:
+        funded = self.available(wallet_id) >= cost
         if funded:
-            self.reserved += total
+            self.reserved[wallet_id] += cost
         return funded
 
     def settle_due(self) -> None:
@@ -290,7 +331,7 @@ class SimState:
                 item.status_description = item.failed_reason = "Insufficient balance in wallet"
                 item.updated_at = done
             return
-        self.reserved -= batch.total
+        self.reserved[batch.wallet_id] -= batch.cost
         for item in batch.items:
             item.updated_at = done
             entry = self._pay(batch, item, done)
@@ -331,7 +372,7 @@ class SimState:
         """Pay the batch's transactions again; an unfunded repeat pays nothing, like an unfunded batch."""
         if not repeat.funded:
             return
-        self.reserved -= repeat.batch.total
+        self.reserved[repeat.batch.wallet_id] -= repeat.batch.cost
         done = repeat.approved_wall + timedelta(seconds=self.config.processing_s)
         for item in repeat.batch.items:
             self._pay(repeat.batch, item, done)
@@ -346,8 +387,9 @@ class SimState:
         else:
             code, paid, determined = "TS100", True, True
         if paid:
-            self.balance -= item.amount + CHARGE
-            self.wallet_updated = done
+            self._open(batch.wallet_id)
+            self.balances[batch.wallet_id] -= item.amount + item.charge
+            self.wallet_updated[batch.wallet_id] = done
         entry = LedgerEntry(
             tracking_id=batch.tracking_id,
             wallet_id=batch.wallet_id,
@@ -372,24 +414,26 @@ class SimState:
 
     # views -------------------------------------------------------------------------------------------
     def wallet_view(self, wallet_id: str | None = None) -> dict[str, Any]:
-        """The default SETTLEMENT wallet, or a WORKING wallet (SIM_WALLETS) sharing its balance."""
+        """The default SETTLEMENT wallet, or a WORKING wallet (SIM_WALLETS), each with its own balance."""
         default = wallet_id is None or wallet_id == self.wallet_id
+        wid = self.wallet_id if wallet_id is None else wallet_id
+        available = self.available(wid)
         return {
-            "wallet_id": self.wallet_id if default else wallet_id,
-            "label": "default" if default else wallet_id,
+            "wallet_id": wid,
+            "label": "default" if default else wid,
             "can_disburse": True,
             "currency": "KES",
             "wallet_type": "SETTLEMENT" if default else "WORKING",
-            "current_balance": money(self.balance),
-            "available_balance": money(self.balance - self.reserved),
-            "updated_at": stamp(self.wallet_updated),
+            "current_balance": money(self.balances[wid]),
+            "available_balance": money(available),
+            "updated_at": stamp(self.wallet_updated[wid]),
         }
 
     def batch_view(self, batch: Batch, state: tuple[str, str] | None = None) -> dict[str, Any]:
         status, code = state or self._shown_state(batch)
         paid = sum((i.amount for i in batch.items if i.status_code == "TS100"), Decimal(0))
         failed = sum((i.amount for i in batch.items if i.status_code in ("TF103", "TF106")), Decimal(0))
-        charges = CHARGE * len(batch.items)
+        charges = batch.charges
         return {
             "file_id": batch.file_id,
             "tracking_id": batch.tracking_id,
@@ -404,7 +448,9 @@ class SimState:
             "charge_estimate": float(charges),
             "total_amount_estimate": money(batch.total + charges),
             "total_amount": money(batch.total),
-            "actual_charges": money(CHARGE * sum(1 for i in batch.items if i.status_code == "TS100")),
+            "actual_charges": money(
+                sum((i.charge for i in batch.items if i.status_code == "TS100"), Decimal(0))
+            ),
             "paid_amount": money(paid),
             "failed_amount": float(failed),
             "transactions_count": len(batch.items),

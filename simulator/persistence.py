@@ -71,6 +71,7 @@ def counts(state: SimState) -> tuple[object, ...]:
 def restore(state: SimState, snapshot: Snapshot) -> None:
     state.reset()
     state.__dict__.update(snapshot.attributes)
+    state.upgrade_restored()
 
 
 def resumed_clock(snapshot: Snapshot, base: Callable[[], float] = time.monotonic) -> Callable[[], float]:

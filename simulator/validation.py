@@ -288,3 +288,16 @@ def require_str(data: dict[str, Any], key: str) -> str:
     if errors:
         raise ValidationFailed(errors)
     return str(data[key])
+
+
+def parse_fund_amount(value: Any) -> Decimal:
+    """`amount` of POST /sim/wallets/{id}/fund: a number or decimal string, more than 0, at most 2 places."""
+    try:
+        amount = None if value is None or isinstance(value, bool) else Decimal(str(value).strip())
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        raise ValidationFailed(
+            [FieldError("invalid", "A positive amount with at most 2 decimal places is required.", "amount")]
+        )
+    return amount.quantize(Decimal("0.01"))

@@ -4,9 +4,9 @@ bench/throughput.py).
 
 The rules, over every item of every payroll that left DRAFT:
 - nobody was paid twice: at most one paid ledger entry per request_reference_id;
-- every item ended PAID, FAILED or NEEDS_REVIEW (nothing left PENDING, SUBMITTED or CANCELLED);
+- every item ended PAID, FAILED, NEEDS_REVIEW or CANCELLED (nothing left PENDING or SUBMITTED);
 - PAID ⇒ the provider paid it exactly once, to the item's account, the item's amount;
-- FAILED ⇒ the provider did not pay it;
+- FAILED or CANCELLED ⇒ the provider did not pay it;
 - NEEDS_REVIEW ⇒ either (the provider cannot tell), but a payment it made is to the item's account and amount;
 - every payment the provider made belongs to an item payrun knows as PAID or NEEDS_REVIEW (a payment for a
   DRAFT payroll's item, or for a reference payrun never stored, is a stray);
@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-FINAL = ("PAID", "FAILED", "NEEDS_REVIEW")
+FINAL = ("PAID", "FAILED", "NEEDS_REVIEW", "CANCELLED")
 
 
 @dataclass
@@ -125,7 +125,7 @@ async def reconcile(database_url: str, sim_url: str) -> Reconciliation:
         if status not in FINAL:
             r.not_final.append(item_id)
             continue
-        if status == "FAILED":
+        if status in ("FAILED", "CANCELLED"):
             if payments:
                 r.failed_but_paid.append(item_id)
             continue

@@ -50,18 +50,25 @@ class FakeIntaSend:
     status_lag: int = 0
     # Accounts IntaSend refuses at initiate, naming each (400, `transactions.N.account`).
     refuse_accounts: set[str] = field(default_factory=set)
-    # IntaSend's fee per successful transaction: when set, answers carry what IntaSend reports beside the
-    # amounts (each transaction's `charge`, `created_at`, `updated_at`; the batch's `actual_charges`,
-    # `created_at`, `updated_at`), in Nairobi time as IntaSend writes it.
-    charge: Decimal | None = None
     # endpoint -> list of faults consumed one per call: "before" (503, nothing done), "after" (acted, then the
     # answer is lost), "reject" (400), "429"
     faults: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     batches: dict[str, _FakeBatch] = field(default_factory=dict)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    # The wallet W1: its available balance (down by what is paid, charges included) and a charge per item.
+    balance: Decimal = Decimal("1000000000.00")
+    charge: Decimal = Decimal("0.00")
+    # Answers carry what IntaSend reports beside the amounts: each transaction's `charge` (`charge` once it
+    # succeeded, else 0.00), `created_at` and `updated_at`; the batch's `actual_charges`, `created_at` and
+    # `updated_at`; in Nairobi time, as IntaSend writes it.
+    reports_charges: bool = False
+    # Called at the start of every request with the endpoint's name: tests use it to act between two steps.
+    on_call: Any = None
 
     def _fault(self, endpoint: str) -> str | None:
+        if self.on_call is not None:
+            self.on_call(endpoint)
         queue = self.faults.get(endpoint)
         return queue.pop(0) if queue else None
 
@@ -97,9 +104,11 @@ class FakeIntaSend:
             # As the client parses IntaSend's floats (docs/intasend.md: "charge_estimate": 50.0): Decimals, which
             # the dispatcher stores as jsonb and echoes on approve.
             "charge_estimate": Decimal("50.0"),
+            "total_amount_estimate": str(self._estimate(b)),
+            "wallet": {"wallet_id": "W1", "available_balance": str(self.balance)},
             "failed_amount": Decimal("0.0"),
         }
-        if self.charge is not None:
+        if self.reports_charges:
             charged = sum(Decimal(str(t["charge"])) for t in b.txns)
             raw |= {
                 "actual_charges": f"{charged:.2f}",
@@ -148,11 +157,7 @@ class FakeIntaSend:
                     "status_code": "TP101",
                     "status": "Pending",
                 }
-                | (
-                    {"charge": "0.00", "created_at": now, "updated_at": now}
-                    if self.charge is not None
-                    else {}
-                )
+                | ({"charge": "0.00", "created_at": now, "updated_at": now} if self.reports_charges else {})
                 for t in transactions
             ],
             created_at=now,
@@ -196,7 +201,11 @@ class FakeIntaSend:
 
     async def wallets(self) -> list[dict[str, Any]]:
         self.calls.append("wallets")
-        return [{"wallet_id": "W1", "available_balance": "1000000.00"}]
+        self._raise_before(self._fault("wallets"))
+        return [{"wallet_id": "W1", "wallet_type": "SETTLEMENT", "available_balance": str(self.balance)}]
+
+    def _estimate(self, b: _FakeBatch) -> Decimal:
+        return sum((Decimal(str(t["amount"])) + self.charge for t in b.txns), Decimal(0))
 
     def _settle(self, b: _FakeBatch) -> None:
         if self.batch_failure:
@@ -205,7 +214,7 @@ class FakeIntaSend:
         b.code, b.status = "BC100", "Completed"
         b.updated_at = now = _intasend_time()
         for t in b.txns:
-            if self.charge is not None:
+            if self.reports_charges:
                 t["updated_at"] = now
             if t["account"] in self.fail_accounts:
                 t.update(status_code="TF106", status="Unsuccessful", failure_reason="Invalid M-Pesa account")
@@ -213,7 +222,8 @@ class FakeIntaSend:
                 t.update(status_code="TF105", status="Unknown")
             else:
                 t.update(status_code="TS100", status="Successful", provider_reference=f"REF{next(_refs):07d}")
-                if self.charge is not None:
+                self.balance -= Decimal(str(t["amount"])) + self.charge
+                if self.reports_charges:
                     t["charge"] = f"{self.charge:.2f}"
                 self.ledger.append(
                     {"tracking_id": b.tracking_id, "account": t["account"], "amount": t["amount"]}

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from api_service import auth, body, export, idempotency, render, schemas, state
-from shared import db, errors, payrolls
+from shared import cancellation, db, errors, funds, payrolls
 
 
 def _payroll_id(request: Request) -> uuid.UUID:
@@ -95,11 +95,32 @@ async def process_payroll_seed(request: Request) -> Response:
     return await _process(request, data.payroll_id, request_hash, key)
 
 
+async def cancel_payroll(request: Request) -> Response:
+    """`POST /payrolls/{id}/cancel`: its body, if any, is not read. Naturally idempotent; Idempotency-Key
+    replays the first answer."""
+    employer, key = auth.employer(request), idempotency.key_of(request)
+    payroll_id = _payroll_id(request)
+    request_hash = idempotency.fingerprint("POST", f"/payrolls/{payroll_id}/cancel")
+
+    async def work(conn: db.Connection) -> idempotency.Reply:
+        result = await cancellation.cancel(conn, employer.id, payroll_id)
+        return idempotency.Reply(200, render.cancelled(result), {"Location": render.status_path(payroll_id)})
+
+    return await idempotency.run(state.of(request)["pool"], employer.id, key, request_hash, work)
+
+
 async def get_payroll(request: Request) -> Response:
     employer, payroll_id = auth.employer(request), _payroll_id(request)
     async with state.of(request)["pool"].acquire() as conn:
         payroll, items = await payrolls.get_with_items(conn, employer.id, payroll_id)
-    return JSONResponse(render.payroll_detail(payroll, items))
+        wait = await _funds_wait(conn, payroll)
+    return JSONResponse(render.payroll_detail(payroll, items, wait))
+
+
+async def _funds_wait(conn: db.Executor, payroll: payrolls.Payroll) -> funds.FundsWait | None:
+    if payroll.status != payrolls.PayrollStatus.PROCESSING:
+        return None
+    return await funds.payroll_wait(conn, payroll.id)
 
 
 async def list_payrolls(request: Request) -> Response:
@@ -161,11 +182,15 @@ async def items_csv(request: Request) -> Response:
 async def payroll_status(request: Request) -> Response:
     """The polling endpoint: ETag / If-None-Match → 304, and Retry-After while PROCESSING."""
     employer, payroll_id = auth.employer(request), _payroll_id(request)
-    summary = await payrolls.status_summary(state.of(request)["pool"], employer.id, payroll_id)
-    etag = render.status_etag(summary)
+    pool = state.of(request)["pool"]
+    summary = await payrolls.status_summary(pool, employer.id, payroll_id)
+    wait = None
+    if summary.status == payrolls.PayrollStatus.PROCESSING:
+        wait = await funds.payroll_wait(pool, payroll_id)
+    etag = render.status_etag(summary, wait)
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if summary.status == payrolls.PayrollStatus.PROCESSING:
         headers["Retry-After"] = "2"
     if render.etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    return JSONResponse(render.status(summary), headers=headers)
+    return JSONResponse(render.status(summary, wait), headers=headers)

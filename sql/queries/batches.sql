@@ -84,9 +84,11 @@ SELECT count(*) FROM outbox WHERE payroll_id = $1 AND kind = 'send_batch' AND st
 -- THE rule for a payroll's final state, from its items' states. $2 is the state it closes from:
 -- PROCESSING when the last open row of a payroll finished (finished_at is set then), NEEDS_REVIEW when an
 -- operator resolved items (shared/resolutions.py; finished_at stays when payrun finished with it).
+-- CANCELLED (migration 0014): the employer cancelled some items (shared/cancellation.py) and none needs review.
 UPDATE payrolls p
 SET status = CASE
         WHEN c.review > 0 THEN 'NEEDS_REVIEW'
+        WHEN c.cancelled > 0 THEN 'CANCELLED'
         WHEN c.paid = c.total THEN 'COMPLETED'
         WHEN c.paid = 0 THEN 'FAILED'
         ELSE 'PARTIALLY_FAILED' END,
@@ -94,6 +96,7 @@ SET status = CASE
 FROM (
     SELECT count(*) AS total,
            count(*) FILTER (WHERE status = 'PAID') AS paid,
+           count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
            count(*) FILTER (WHERE status = 'NEEDS_REVIEW' OR status NOT IN ('PAID', 'FAILED', 'CANCELLED')) AS review
     FROM payroll_items WHERE payroll_id = $1
 ) c
@@ -183,3 +186,58 @@ SET status = 'in_progress', carried_by = $1, attempts = o.attempts + 1
 FROM fitting
 WHERE o.id = fitting.id
 RETURNING o.id, o.payroll_id, o.payload;
+
+-- record_funds --
+-- What a funds check before approve compared (migration 0014); counts the checks that found it short.
+UPDATE provider_batches
+SET funds_required = $2::numeric, funds_available = $3::numeric, funds_wallet_id = $4, funds_checked_at = now(),
+    funds_short_checks = funds_short_checks + CASE WHEN $3::numeric < $2::numeric THEN 1 ELSE 0 END
+WHERE id = $1
+RETURNING funds_short_checks;
+
+-- batch_cancelled_items --
+-- Items of a batch cancelled by their employer: such a batch is never approved.
+SELECT count(*) FROM payroll_items WHERE provider_batch_id = $1 AND status = 'CANCELLED';
+
+-- abandon_batch --
+-- An initiated batch payrun will never approve: it moves no money at IntaSend; recorded as `abandoned`.
+UPDATE provider_batches
+SET stage = 'abandoned', finished_at = now(), abandon_reason = $2
+WHERE id = $1 AND stage = 'initiated'
+RETURNING tracking_id;
+
+-- reform_rows --
+-- A lead row ($1) and the rows its batch carries, each with its items still PENDING (position order): the
+-- items that go out again in a new row when the batch is abandoned or the rows taken back before initiate.
+SELECT o.id, o.payroll_id, o.kind, o.payload,
+       coalesce((
+           SELECT array_agg(i.id ORDER BY i.position)
+           FROM payroll_items i
+           WHERE i.id IN (SELECT e::bigint FROM jsonb_array_elements_text(o.payload -> 'item_ids') AS e)
+             AND i.status = 'PENDING'
+       ), '{}'::bigint[]) AS pending
+FROM outbox o
+WHERE (o.id = $1 OR o.carried_by = $1) AND o.kind = 'send_batch' AND o.status IN ('pending', 'in_progress')
+ORDER BY o.id;
+
+-- unlink_items --
+-- PENDING items leave an abandoned batch: no batch carries them until a new one is initiated.
+UPDATE payroll_items SET provider_batch_id = NULL, request_reference_id = NULL, updated_at = now()
+WHERE id = ANY($1::bigint[]) AND status = 'PENDING';
+
+-- finish_reformed --
+-- The lead row and the rows it carried end `done` (their lease, if any, is gone: the fence stops its flow).
+UPDATE outbox
+SET status = 'done', locked_by = NULL, locked_until = NULL, lease_token = NULL, processed_at = now(),
+    last_error = $2
+WHERE (id = $1 OR carried_by = $1) AND status IN ('pending', 'in_progress')
+RETURNING id;
+
+-- insert_reformed --
+-- A new row for the items of an old row ($2) still to be paid: same payroll, kind and wallet.
+INSERT INTO outbox (payroll_id, kind, payload)
+VALUES ($1, $3, $4::jsonb || jsonb_build_object('item_ids', to_jsonb($5::bigint[]), 'reformed_from', $2::bigint))
+RETURNING id;
+
+-- notify_outbox --
+SELECT pg_notify('payrun_outbox', $1::text);

@@ -228,6 +228,7 @@ async def test_status_counts_every_item_status_with_zeros(
         "total_amount": "6000.00",
         "paid_amount": "0.00",
         "updated_at": payroll["updated_at"],
+        "status_detail": None,
     }
     assert r.headers["cache-control"] == "no-cache"
     assert "retry-after" not in r.headers

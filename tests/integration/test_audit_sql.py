@@ -192,7 +192,10 @@ async def world(pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.Monke
     partial_accounts = [f"2547111111{n:02d}" for n in range(10)]
     review_accounts = [f"2541222222{n:02d}" for n in range(3)]
     provider = FakeIntaSend(
-        fail_accounts={partial_accounts[1]}, undetermined_accounts={review_accounts[0]}, charge=CHARGE
+        fail_accounts={partial_accounts[1]},
+        undetermined_accounts={review_accounts[0]},
+        charge=CHARGE,
+        reports_charges=True,
     )
     completed = await factories.processing_payroll(pool, employer_id=acme, accounts=ACCOUNTS)
     partial = await factories.processing_payroll(pool, employer_id=acme, accounts=partial_accounts)

@@ -185,7 +185,7 @@ def test_the_named_queries_exist() -> None:
 
 
 def test_statuses_mirror_the_schema() -> None:
-    assert len(payrolls.PayrollStatus) == 6 and len(payrolls.ItemStatus) == 6
+    assert len(payrolls.PayrollStatus) == 7 and len(payrolls.ItemStatus) == 6
 
 
 class _Clock:

@@ -413,6 +413,52 @@ async def test_insufficient_balance_fails_bf105_and_pays_nothing(make_client: Ma
     assert (await resp.json())[0]["current_balance"] == "40.00"
 
 
+async def test_charges_are_estimated_and_taken_with_each_payment(make_client: MakeClient) -> None:
+    client = await make_client(balance=Decimal("1000.00"), charge=Decimal("15.00"))
+    batch = await initiate(
+        client, {"account": "254712345678", "amount": 100}, {"account": "254712345679", "amount": 200}
+    )
+    assert batch["charge_estimate"] == 30.0 and batch["total_amount_estimate"] == "330.00"
+    assert batch["wallet"]["available_balance"] == "1000.00"
+    await post(client, APPROVE, batch)
+    await wait_final(client, batch["tracking_id"])
+    resp = await client.get(WALLETS, headers=AUTH)
+    wallet = (await resp.json())[0]
+    assert wallet["current_balance"] == wallet["available_balance"] == "670.00"
+    assert (await get_json(client, "/sim/ledger"))["total_paid"] == "300.00"
+
+
+async def test_a_batch_short_only_by_its_charges_is_not_funded(make_client: MakeClient) -> None:
+    client = await make_client(balance=Decimal("100.00"), charge=Decimal("1.00"))
+    batch = await initiate(client, {"account": "254712345678", "amount": 100})
+    assert batch["total_amount_estimate"] == "101.00"
+    await post(client, APPROVE, batch)
+    assert (await wait_final(client, batch["tracking_id"]))["status_code"] == "BF105"
+    assert (await get_json(client, "/sim/ledger"))["payments"] == []
+
+
+async def test_funding_a_wallet_raises_its_balance_and_the_next_initiate_shows_it(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(balance=Decimal("50.00"), wallets=frozenset({"EMP1"}))
+    resp = await client.post("/sim/wallets/EMP1/fund", json={"amount": "150.25"})
+    assert resp.status == 200
+    assert (await resp.json())["available_balance"] == "200.25"
+    batch = await initiate(client, {"account": "254712345678", "amount": 60}, wallet_id="EMP1")
+    assert batch["wallet"]["wallet_id"] == "EMP1" and batch["wallet"]["available_balance"] == "200.25"
+    default = await initiate(client, {"account": "254712345678", "amount": 60})
+    assert default["wallet"]["available_balance"] == "50.00"  # each wallet has a balance of its own
+
+
+async def test_funding_refuses_bad_amounts_and_unknown_wallets(make_client: MakeClient) -> None:
+    client = await make_client()
+    for amount in (None, 0, -5, "1.234", "abc", True):
+        resp = await client.post("/sim/wallets/SIMWLT1/fund", json={"amount": amount})
+        assert resp.status == 400, amount
+        assert (await resp.json())["errors"][0]["attr"] == "amount"
+    assert (await client.post("/sim/wallets/NOPE/fund", json={"amount": 5})).status == 404
+
+
 # --- rate limit ---------------------------------------------------------------------------------------------
 async def test_burst_gets_exactly_max_rps_accepted(make_client: MakeClient) -> None:
     client = await make_client(max_rps=5)
@@ -677,6 +723,7 @@ def test_help_lists_every_variable() -> None:
         "SIM_INVALID_ACCOUNTS",
         "SIM_SECOND_APPROVE_PAYS",
         "SIM_BALANCE",
+        "SIM_CHARGE",
         "SIM_PROCESSING_S",
         "SIM_SEED",
         "SIM_FAULT_ENDPOINTS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,21 @@ def test_every_attribute_of_the_state_is_kept_and_new_ones_keep_their_fresh_valu
     older = persistence.Snapshot({k: v for k, v in snapshot.attributes.items() if k != "reserved"}, 0.0, 0.0)
     fresh = SimState(SimConfig(seed=1))
     persistence.restore(fresh, older)
-    assert fresh.reserved == 0
+    assert fresh.reserved == {}
+
+
+def test_a_state_saved_when_every_wallet_shared_one_balance_gives_it_to_the_default_wallet() -> None:
+    state = SimState(SimConfig(seed=1))
+    snapshot = persistence.capture(state)
+    legacy = {
+        k: v for k, v in snapshot.attributes.items() if k not in ("balances", "reserved", "wallet_updated")
+    }
+    legacy.update(balance=Decimal("1234.50"), reserved=Decimal("100.00"), wallet_updated=state.wall())
+    restored = SimState(SimConfig(seed=1))
+    persistence.restore(restored, persistence.Snapshot(legacy, 0.0, 0.0))
+    wallet = restored.wallet_view()
+    assert (wallet["current_balance"], wallet["available_balance"]) == ("1234.50", "1134.50")
+    assert "balance" not in vars(restored)
 
 
 def test_resumed_clock_goes_on_from_the_snapshot() -> None:
