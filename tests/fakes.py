@@ -10,6 +10,7 @@ import itertools
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +36,8 @@ class _FakeBatch:
     lag_left: int = 0
     code: str = "BP101"
     status: str = "Preview and approve"
+    created_at: str = ""
+    updated_at: str = ""
 
 
 @dataclass
@@ -56,6 +59,10 @@ class FakeIntaSend:
     # The wallet W1: its available balance (down by what is paid, charges included) and a charge per item.
     balance: Decimal = Decimal("1000000000.00")
     charge: Decimal = Decimal("0.00")
+    # Answers carry what IntaSend reports beside the amounts: each transaction's `charge` (`charge` once it
+    # succeeded, else 0.00), `created_at` and `updated_at`; the batch's `actual_charges`, `created_at` and
+    # `updated_at`; in Nairobi time, as IntaSend writes it.
+    reports_charges: bool = False
     # Called at the start of every request with the endpoint's name: tests use it to act between two steps.
     on_call: Any = None
 
@@ -101,6 +108,13 @@ class FakeIntaSend:
             "wallet": {"wallet_id": "W1", "available_balance": str(self.balance)},
             "failed_amount": Decimal("0.0"),
         }
+        if self.reports_charges:
+            charged = sum(Decimal(str(t["charge"])) for t in b.txns)
+            raw |= {
+                "actual_charges": f"{charged:.2f}",
+                "created_at": b.created_at,
+                "updated_at": b.updated_at,
+            }
         return Batch(b.tracking_id, b.code, b.status, b.nonce, txns, raw)
 
     async def initiate(
@@ -131,6 +145,7 @@ class FakeIntaSend:
                 ],
             }
             raise ProviderRejected("transactions: Enter a valid phone number.", status=400, body=body)
+        now = _intasend_time()
         b = _FakeBatch(
             str(uuid.uuid4()),
             uuid.uuid4().hex[:6],
@@ -142,8 +157,11 @@ class FakeIntaSend:
                     "status_code": "TP101",
                     "status": "Pending",
                 }
+                | ({"charge": "0.00", "created_at": now, "updated_at": now} if self.reports_charges else {})
                 for t in transactions
             ],
+            created_at=now,
+            updated_at=now,
         )
         self.batches[b.tracking_id] = b
         if fault == "after":
@@ -194,7 +212,10 @@ class FakeIntaSend:
             b.code, b.status = self.batch_failure, "Failed Processing"
             return
         b.code, b.status = "BC100", "Completed"
+        b.updated_at = now = _intasend_time()
         for t in b.txns:
+            if self.reports_charges:
+                t["updated_at"] = now
             if t["account"] in self.fail_accounts:
                 t.update(status_code="TF106", status="Unsuccessful", failure_reason="Invalid M-Pesa account")
             elif t["account"] in self.undetermined_accounts:
@@ -202,12 +223,18 @@ class FakeIntaSend:
             else:
                 t.update(status_code="TS100", status="Successful", provider_reference=f"REF{next(_refs):07d}")
                 self.balance -= Decimal(str(t["amount"])) + self.charge
+                if self.reports_charges:
+                    t["charge"] = f"{self.charge:.2f}"
                 self.ledger.append(
                     {"tracking_id": b.tracking_id, "account": t["account"], "amount": t["amount"]}
                 )
 
     def paid_accounts(self) -> list[str]:
         return sorted(p["account"] for p in self.ledger)
+
+
+def _intasend_time() -> str:
+    return datetime.now(UTC).astimezone(timezone(timedelta(hours=3))).isoformat()
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime
 import io
 import json
 import os
@@ -113,6 +114,9 @@ def test_the_documents_hold_the_promised_queries() -> None:
         "Items needing review",
         "Resolutions of review items",
         "Late answers from IntaSend (re-checks)",
+        "Duplicate payments across payrolls",
+        "Fees",
+        "IntaSend's own timestamps",
         "Daily totals per employer",
     ):
         assert wanted in headings, f"docs/audit.md lost its section {wanted!r}"
@@ -174,6 +178,7 @@ class World:
 
 
 ACCOUNTS = [f"2547000000{n:02d}" for n in range(10)]
+CHARGE = Decimal("15.00")  # IntaSend's fee per successful transaction in the world's main provider
 
 
 @pytest.fixture
@@ -186,7 +191,12 @@ async def world(pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.Monke
 
     partial_accounts = [f"2547111111{n:02d}" for n in range(10)]
     review_accounts = [f"2541222222{n:02d}" for n in range(3)]
-    provider = FakeIntaSend(fail_accounts={partial_accounts[1]}, undetermined_accounts={review_accounts[0]})
+    provider = FakeIntaSend(
+        fail_accounts={partial_accounts[1]},
+        undetermined_accounts={review_accounts[0]},
+        charge=CHARGE,
+        reports_charges=True,
+    )
     completed = await factories.processing_payroll(pool, employer_id=acme, accounts=ACCOUNTS)
     partial = await factories.processing_payroll(pool, employer_id=acme, accounts=partial_accounts)
     review = await factories.processing_payroll(pool, employer_id=acme, accounts=review_accounts)
@@ -439,6 +449,53 @@ async def test_every_audit_query_runs_and_answers_the_question(pool: asyncpg.Poo
     assert await run("Consistency checks (each should return no rows)") == []
     assert await run("Consistency checks (each should return no rows)", 1) == []
 
+    # No account was paid twice yet (test_a_double_payment_... makes some), and no receipt is shared.
+    assert await run("Duplicate payments across payrolls") == []
+    assert await run("Duplicate payments across payrolls", 1) == []
+
+    tracking_id = await pool.fetchval(
+        "SELECT tracking_id FROM provider_batches b JOIN payroll_items i ON i.provider_batch_id = b.id"
+        " WHERE i.payroll_id = $1 LIMIT 1",
+        w.completed,
+    )
+    fees = {r["payroll_id"]: r for r in await run("Fees")}
+    assert {p: (r["paid_items"], r["charges"], r["items_without_charge"]) for p, r in fees.items()} == {
+        w.completed: (10, 10 * CHARGE, 0), w.partial: (9, 9 * CHARGE, 0), w.review: (2, 2 * CHARGE, 0),
+        w.retry: (0, Decimal("0.00"), 0),
+        w.dead_failed: (0, Decimal("0"), 4),  # never sent: no batch, no charge
+        w.dead_review: (0, Decimal("0"), 5),  # its IntaSend reported no charges
+        w.stuck_pending: (0, Decimal("0"), 1), w.stuck_expired: (0, Decimal("0"), 1),
+    }  # fmt: skip
+    assert await run("Fees", days=0) == []
+    [batch] = await run("Fees", 1)
+    assert (batch["tracking_id"], batch["stage"], batch["payrolls"]) == (tracking_id, "finished", 1)
+    assert batch["actual_charges"] == batch["transaction_charges"] == 10 * CHARGE
+    assert (batch["transactions"], batch["payroll_items"], batch["payroll_charges"]) == (10, 10, 10 * CHARGE)
+    assert batch["charge_estimate"] == Decimal("50.0")
+    [batch] = await run("Fees", 1, payroll_id=w.review)  # the TF105 item: no charge
+    assert (batch["payroll_items"], batch["payroll_charges"], batch["actual_charges"]) == (
+        3,
+        2 * CHARGE,
+        2 * CHARGE,
+    )
+    assert await run("Fees", 1, payroll_id=w.dead_failed) == []
+
+    [batch] = await run("IntaSend's own timestamps")
+    assert batch["tracking_id"] == tracking_id
+    assert batch["intasend_created_at"] <= batch["intasend_updated_at"] <= batch["payrun_finished_at"]
+    assert batch["intasend_created_at"] <= batch["payrun_approved_at"]
+    assert batch["payrun_after_intasend"] >= datetime.timedelta(0)
+    items = await run("IntaSend's own timestamps", 1)
+    assert [r["position"] for r in items] == list(range(10))
+    for item in items:
+        assert (item["status"], item["intasend_code"]) == ("PAID", "TS100")
+        assert batch["intasend_created_at"] <= item["intasend_created_at"] <= item["intasend_updated_at"]
+        assert item["intasend_updated_at"] <= item["payrun_updated_at"] <= item["payroll_finished_at"]
+        assert item["payrun_after_intasend"] >= datetime.timedelta(0)
+    # Items never sent show payrun's side only.
+    never_sent = await run("IntaSend's own timestamps", 1, payroll_id=w.dead_failed)
+    assert len(never_sent) == 4 and all(r["intasend_updated_at"] is None for r in never_sent)
+
 
 async def test_the_audit_queries_run_through_real_psql(
     pool: asyncpg.Pool, database_url: str, world: World
@@ -638,6 +695,110 @@ async def test_late_answers_from_intasend_are_listed_and_archived(
         )
         == 0
     )
+
+
+async def test_double_payments_across_payrolls_are_found(
+    pool: asyncpg.Pool, database_url: str, world: World
+) -> None:
+    """How a worker gets paid twice: an operator resolves a TF105 item FAILED, the clerk pays it again in a
+    retry, and IntaSend's late answer says the first was paid after all. Plus a plain second payroll paying an
+    account the same amount again, another employer paying that account (not a duplicate: not the same
+    employer), and an operator quoting a receipt that already paid another item (the strict check)."""
+    w = world
+    audit = sql_blocks(AUDIT)
+
+    async def run(heading: str, index: int = 0, **variables: Any) -> list[asyncpg.Record]:
+        return await _read_only(
+            pool, psql_substitute(_block(audit, heading, index).sql, {"days": 7} | variables)
+        )
+
+    tf105, ref = await pool.fetchrow(
+        "SELECT id, request_reference_id FROM payroll_items WHERE payroll_id = $1 AND status = 'NEEDS_REVIEW'",
+        w.review,
+    )
+    async with pool.acquire() as conn:
+        jane = await operators.create(conn, "jane.doe")
+    await resolutions.resolve(
+        pool,
+        uuid.UUID(jane["id"]),
+        [resolutions.Resolution(tf105, ItemStatus.FAILED, reason="not sent")],
+        None,
+    )
+    async with pool.acquire() as conn:
+        retried, _ = await payrolls.retry_failed(conn, w.acme, w.review)
+        await payrolls.start_processing(conn, w.acme, retried.id, batch_size=500)
+    assert await _process(pool, database_url, FakeIntaSend(), [retried.id]) == {retried.id: "COMPLETED"}
+
+    late = LateIntaSend()
+    late.settle(
+        await pool.fetchval("SELECT last_status FROM provider_batches WHERE payroll_id = $1", w.review),
+        **{ref: ("TS100", "QKLATE0002")},
+    )
+    await rechecks.due_now(pool, payroll_id=w.review)
+    checker = Rechecker(
+        pool=pool, provider=late, caller=ProviderCaller(ProviderRateLimiter(pool, max_rps=500.0)),
+        settings=_settings(database_url), worker="audit-recheck",
+    )  # fmt: skip
+    await checker.run_once()
+    assert await pool.fetchval("SELECT status FROM payroll_items WHERE id = $1", tf105) == "PAID"
+
+    again = await factories.processing_payroll(pool, employer_id=w.acme, accounts=[ACCOUNTS[0]])
+    elsewhere = await factories.processing_payroll(pool, employer_id=w.beta, accounts=[ACCOUNTS[0]])
+    assert await _process(pool, database_url, FakeIntaSend(), [again, elsewhere]) == {
+        again: "COMPLETED", elsewhere: "COMPLETED",
+    }  # fmt: skip
+
+    pairs = await run("Duplicate payments across payrolls")
+    assert [
+        (r["employer"], r["account"], r["amount"], r["same_retry_chain"], r["first_payroll_id"], r["first_status"],
+         r["first_recheck"], r["first_resolved_by"], r["first_provider_reference"], r["second_payroll_id"],
+         r["second_status"], r["second_recheck"], r["second_resolved_by"])
+        for r in pairs
+    ] == [
+        ("Acme", w.undetermined_account, Decimal("100.00"), True, w.review, "PAID", "PAID", "jane.doe",
+         "QKLATE0002", retried.id, "PAID", None, None),
+        ("Acme", ACCOUNTS[0], Decimal("100.00"), False, w.completed, "PAID", None, None,
+         pairs[1]["first_provider_reference"], again, "PAID", None, None),
+    ]  # fmt: skip
+    for r in pairs:
+        assert r["first_provider_reference"] != r["second_provider_reference"]
+        assert r["first_tracking_id"] != r["second_tracking_id"]
+        assert r["first_request_reference_id"] and r["second_request_reference_id"]
+    assert pairs[0]["first_payroll_status"] == "COMPLETED"  # the late answer made the whole payroll paid
+    assert pairs[0]["second_reference"] == retried.reference
+    assert await run("Duplicate payments across payrolls", days=0) == []
+
+    assert await run("Duplicate payments across payrolls", 1) == []
+    # An operator settles a review item quoting the receipt of an item already paid: the strict check shows it.
+    receipt, paid_item = await pool.fetchrow(
+        "SELECT provider_reference, id FROM payroll_items WHERE payroll_id = $1 AND position = 0", w.completed
+    )
+    review_item = await pool.fetchval(
+        "SELECT id FROM payroll_items WHERE payroll_id = $1 AND position = 0", w.dead_review
+    )
+    await resolutions.resolve(
+        pool,
+        uuid.UUID(jane["id"]),
+        [resolutions.Resolution(review_item, ItemStatus.PAID, provider_reference=receipt)],
+        "ticket 5522",
+    )
+    [shared] = await run("Duplicate payments across payrolls", 1)
+    assert (shared["shared"], shared["value"], shared["paid_items"], shared["item_ids"]) == (
+        "provider_reference", receipt, 2, sorted([paid_item, review_item]),
+    )  # fmt: skip
+    assert set(shared["payroll_ids"]) == {w.completed, w.dead_review}
+
+    # The resolution query shows the late answer beside the person's resolution, and the item's status now.
+    resolved = await run("Resolutions of review items")
+    assert [
+        (r["item_id"], r["operator"], r["to_status"], r["item_status_now"], r["recheck_says"],
+         r["recheck_reference"], r["recheck_agrees"])
+        for r in resolved
+    ] == [
+        (tf105, "jane.doe", "FAILED", "PAID", "PAID", "QKLATE0002", False),
+        (review_item, "jane.doe", "PAID", "PAID", None, None, None),
+    ]  # fmt: skip
+    assert all(r["tracking_id"] and r["request_reference_id"] for r in resolved)
 
 
 def _json(value: Any) -> dict[str, Any]:
