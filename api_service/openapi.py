@@ -39,6 +39,7 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (ops_schemas.OpsItemPageOut, "serialization"),
     (ops_schemas.OpsOutboxPageOut, "serialization"),
     (ops_schemas.OpsActionsOut, "serialization"),
+    (ops_schemas.OpsCancelPayrollIn, "validation"),
 ]
 
 _PROBLEMS = {
@@ -301,9 +302,10 @@ _OPS_PATHS: dict[str, dict[str, Any]] = {
         "OpsOutboxPageOut",
     ),  # fmt: skip
     "/ops/actions": _ops_get(
-        "The action log: resolutions and retries, newest first (an operator's key)",
-        "Operators' resolutions of NEEDS_REVIEW items (item_resolutions, append-only) and retries of "
-        "FAILED items (payrolls.retry_of), whoever asked for them.",
+        "The action log: resolutions, retries and cancels, newest first (an operator's key)",
+        "Operators' resolutions of NEEDS_REVIEW items (item_resolutions, append-only), retries of "
+        "FAILED items (payrolls.retry_of), whoever asked for them, and cancel requests "
+        "(payroll_cancel_requests, append-only: an operator's, or the employer's with a null operator_name).",
         [
             _query(
                 "limit",
@@ -343,6 +345,36 @@ _OPS_PATHS: dict[str, dict[str, Any]] = {
                     *_AUTHED,
                     conflict="As for POST /payrolls/{id}/retry: `payroll-not-final`, `nothing-to-retry`, "
                     "`already-retried` (`retry_id`), `duplicate-reference`.",
+                ),
+            },
+        }
+    },
+    "/ops/payrolls/{payroll_id}/cancel": {
+        "post": {
+            **_OPERATOR,
+            "summary": "Cancel a processing payroll for its employer (an operator's key)",
+            "description": "What `POST /payrolls/{id}/cancel` does, on behalf of the payroll's own employer, "
+            "with the same answer: items no batch being approved carries yet become CANCELLED. The operator "
+            "(and the optional `note`) is recorded with the request (payroll_cancel_requests) and shown in "
+            "GET /ops/actions. Naturally idempotent: asking again cancels nothing more and answers the counts.",
+            "parameters": [_PAYROLL_ID],
+            "requestBody": {"required": False, "content": _json("OpsCancelPayrollIn")},
+            "responses": {
+                "200": {
+                    "description": "Cancelled what could be (now or before).",
+                    "headers": {"Location": {"description": "the payroll's status_url", **_HEADER}},
+                    "content": _json("CancelOut"),
+                },
+                **_problems(
+                    400,
+                    404,
+                    409,
+                    413,
+                    415,
+                    422,
+                    *_AUTHED,
+                    conflict="As for POST /payrolls/{id}/cancel: `payroll-not-processing` (a DRAFT), or "
+                    "`payroll-final` (it ended with no item cancelled).",
                 ),
             },
         }

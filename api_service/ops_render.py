@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from api_service import render
-from shared import console
+from shared import console, funds
 
 _MONEY = ("amount", "total_amount", "paid_amount")
 _RENAMED = {"available_at": "next_attempt_at"}
@@ -28,15 +28,17 @@ def row(r: console.Row) -> dict[str, Any]:
     return {_RENAMED.get(k, k): _value(k, v) for k, v in r.items()}
 
 
-def _payroll(r: console.Row) -> dict[str, Any]:
+def _payroll(r: console.Row, wait: funds.FundsWait | None) -> dict[str, Any]:
     out = row(r)
     out.setdefault("outbox", {})
+    out["status_detail"] = render.status_detail(wait)
     return out
 
 
-def payroll_page(page: console.Page) -> dict[str, Any]:
+def payroll_page(page: console.Page, waits: dict[uuid.UUID, funds.FundsWait | None]) -> dict[str, Any]:
+    """`waits`: the funds wait of each PROCESSING payroll of the page (funds.payroll_wait)."""
     cursor = render.encode_cursor(*page.next_after) if page.next_after else None
-    return {"items": [_payroll(r) for r in page.rows], "next_cursor": cursor}
+    return {"items": [_payroll(r, waits.get(r["id"])) for r in page.rows], "next_cursor": cursor}
 
 
 def id_page(page: console.Page) -> dict[str, Any]:

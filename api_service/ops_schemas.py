@@ -18,6 +18,8 @@ from api_service.schemas import (
     PageLimit,
     PayrollOut,
     PayrollStatusName,
+    Reason,
+    StatusDetailOut,
     _plain_text,
 )
 
@@ -91,6 +93,16 @@ class OpsActionsQuery(BaseModel):
     limit: Annotated[int, Field(ge=1, le=ACTIONS_LIMIT_MAX)] = ACTIONS_LIMIT_DEFAULT
 
 
+class OpsCancelPayrollIn(BaseModel):
+    """`POST /ops/payrolls/{id}/cancel`; the body is optional (none, or `{}`: no note)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    note: Reason | None = Field(
+        None, description="Kept with the cancel request (a ticket number, who at the employer asked)."
+    )
+
+
 # ---- answers (rendered by api_service/ops_render.py) ------------------------------------------------------
 
 
@@ -142,6 +154,9 @@ class OpsPayrollOut(PayrollOut):
     retried_by: uuid.UUID | None = Field(description="The payroll that retries this one's FAILED items.")
     review_items: int
     outbox: dict[str, int] = Field(description="Its outbox rows per state.")
+    status_detail: StatusDetailOut | None = Field(
+        description="As in GET /payrolls/{id}: null unless the PROCESSING payroll waits for funds."
+    )
 
 
 class OpsPayrollPageOut(BaseModel):
@@ -206,19 +221,28 @@ class OpsOutboxPageOut(BaseModel):
 
 
 class OpsActionOut(BaseModel):
-    kind: Literal["resolution", "retry"]
+    kind: Literal["resolution", "retry", "cancel"]
     created_at: datetime
     payroll_id: uuid.UUID
     payroll_reference: str
     employer_name: str
     item_id: int | None
-    operator_name: str | None
-    status: str = Field(description="resolution: the item's new status; retry: the new payroll's status.")
+    operator_name: str | None = Field(
+        description="The operator who acted; null for a retry or a cancel the employer asked with its own key."
+    )
+    status: str = Field(
+        description="resolution: the item's new status; retry: the new payroll's status; cancel: the "
+        "payroll's status now."
+    )
     provider_reference: str | None
     reason: str | None
     note: str | None
     retry_id: uuid.UUID | None
     retry_reference: str | None
+    cancelled_now: int | None = Field(description="cancel: the items that request cancelled.")
+    not_cancellable: int | None = Field(
+        description="cancel: the items already being approved when it came (they finish)."
+    )
 
 
 class OpsActionsOut(BaseModel):

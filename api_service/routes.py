@@ -107,7 +107,7 @@ ROUTES = [
         methods=["POST"],
         name="resolve_items",
     ),
-    # The operator console's data (read-only), and a retry on behalf of the payroll's employer.
+    # The operator console's data (read-only), and a retry and a cancel on behalf of the payroll's employer.
     Route("/ops/overview", operator_only(console.overview), methods=["GET"], name="ops_overview"),
     Route("/ops/payrolls", operator_only(console.list_payrolls), methods=["GET"], name="ops_payrolls"),
     Route("/ops/items", operator_only(console.list_items), methods=["GET"], name="ops_items"),
@@ -118,6 +118,12 @@ ROUTES = [
         operator_only(console.retry_payroll),
         methods=["POST"],
         name="ops_retry_payroll",
+    ),
+    Route(
+        "/ops/payrolls/{payroll_id}/cancel",
+        operator_only(console.cancel_payroll),
+        methods=["POST"],
+        name="ops_cancel_payroll",
     ),
     Route(
         "/ops/items/recheck",

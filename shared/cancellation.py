@@ -28,6 +28,7 @@ Q = sqlfiles.queries("cancellation")
 log = get_logger(__name__)
 
 REASON = "cancelled by the employer"
+OPERATOR_REASON = "cancelled by an operator on the employer's behalf"
 ABANDON_REASON = "abandoned unapproved: the employer cancelled items in it"
 
 
@@ -41,12 +42,21 @@ class Cancelled:
     cancel_requested_at: datetime | None
 
 
-async def cancel(conn: db.Connection, employer_id: uuid.UUID, payroll_id: uuid.UUID) -> Cancelled:
+async def cancel(
+    conn: db.Connection,
+    employer_id: uuid.UUID,
+    payroll_id: uuid.UUID,
+    *,
+    operator_id: uuid.UUID | None = None,
+    note: str | None = None,
+) -> Cancelled:
     """Cancel what can still be cancelled, in one transaction (a savepoint of the caller's, if any).
 
     Naturally idempotent: a second call cancels nothing more and answers the same counts. Raises
     `PayrollNotFound`, `PayrollNotProcessing` for a DRAFT (delete it instead), and `PayrollFinal` for a
-    payroll that ended without any cancelled item (nothing was left to cancel)."""
+    payroll that ended without any cancelled item (nothing was left to cancel). Every answered request is
+    recorded in payroll_cancel_requests, in the same transaction: by the employer, or by `operator_id` on
+    the employer's behalf (with the operator's `note`)."""
     async with conn.transaction():
         status = await conn.fetchval(Q.payroll_state, payroll_id, employer_id)
         if status is None:
@@ -60,16 +70,21 @@ async def cancel(conn: db.Connection, employer_id: uuid.UUID, payroll_id: uuid.U
         status = PayrollStatus(await conn.fetchval(Q.lock_payroll, payroll_id))
         cancelled_now = 0
         if status == PayrollStatus.PROCESSING:
-            cancelled_now = await _cancel_items(conn, payroll_id)
+            reason = REASON if operator_id is None else OPERATOR_REASON
+            cancelled_now = await _cancel_items(conn, payroll_id, reason)
         result = await _counts(conn, payroll_id, cancelled_now)
         if result.status != PayrollStatus.PROCESSING and result.cancelled == 0:
             raise errors.PayrollFinal(
                 f"the payroll is already {result.status}: nothing is left to cancel",
                 payroll_status=str(result.status),
             )
+        await conn.execute(
+            Q.record_request, payroll_id, operator_id, result.cancelled_now, result.in_flight, note
+        )
     log.info(
         "payroll_cancel",
         payroll_id=str(payroll_id),
+        operator_id=str(operator_id) if operator_id else None,
         cancelled_now=result.cancelled_now,
         cancelled=result.cancelled,
         in_flight=result.in_flight,
@@ -92,8 +107,8 @@ async def _lock_leads(conn: db.Connection, payroll_id: uuid.UUID) -> None:
         locked.update(missing)  # a lead no longer live or no longer a lead: its rows are read again anyway
 
 
-async def _cancel_items(conn: db.Connection, payroll_id: uuid.UUID) -> int:
-    rows = await conn.fetch(Q.cancellable_items, payroll_id, REASON)
+async def _cancel_items(conn: db.Connection, payroll_id: uuid.UUID, reason: str) -> int:
+    rows = await conn.fetch(Q.cancellable_items, payroll_id, reason)
     if not rows:
         return 0
     await conn.execute(Q.mark_cancel_requested, payroll_id)
@@ -108,7 +123,7 @@ async def _cancel_items(conn: db.Connection, payroll_id: uuid.UUID) -> int:
                 reason=ABANDON_REASON,
                 payroll_id=str(payroll_id),
             )
-        new_rows = await batches.reform(conn, lead, REASON if batch_id is None else ABANDON_REASON)
+        new_rows = await batches.reform(conn, lead, reason if batch_id is None else ABANDON_REASON)
         if new_rows:
             log.info("rows_reformed", outbox_id=lead, new_rows=new_rows)
     return len(rows)

@@ -1,8 +1,10 @@
-"""The operator console's read-only view of every employer (sql/queries/ops.sql), and the one thing an
-operator does for an employer here: retry a finished payroll's FAILED items, as that employer.
+"""The operator console's read-only view of every employer (sql/queries/ops.sql), and what an operator does
+for an employer here: retry a finished payroll's FAILED items, and cancel a processing payroll, as that
+employer.
 
-Nothing here changes money: reads only, except `retry_for_employer`, which makes a DRAFT (processing it is
-the employer's decision) through `payrolls.retry_failed`, scoped to the payroll's own employer.
+Reads only, except `retry_for_employer`, which makes a DRAFT (processing it is the employer's decision)
+through `payrolls.retry_failed`, and `cancel_for_employer`, which is `cancellation.cancel` with the
+operator recorded; both scoped to the payroll's own employer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from shared import db, errors, payrolls, sqlfiles
+from shared import cancellation, db, errors, payrolls, sqlfiles
 
 Q = sqlfiles.queries("ops")
 RATE_NAME = "intasend"  # the shared limiter's row (dispatcher_service/limiter.py)
@@ -132,3 +134,13 @@ async def retry_for_employer(
     if employer_id is None:
         raise errors.PayrollNotFound()
     return await payrolls.retry_failed(conn, employer_id, payroll_id, reference)
+
+
+async def cancel_for_employer(
+    conn: db.Connection, payroll_id: uuid.UUID, operator_id: uuid.UUID, note: str | None
+) -> cancellation.Cancelled:
+    """`cancellation.cancel` as the payroll's own employer, the operator recorded as the one who asked."""
+    employer_id = await conn.fetchval(Q.employer_of_payroll, payroll_id)
+    if employer_id is None:
+        raise errors.PayrollNotFound()
+    return await cancellation.cancel(conn, employer_id, payroll_id, operator_id=operator_id, note=note)

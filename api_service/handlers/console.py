@@ -1,5 +1,5 @@
 """The operator console's JSON (an operator's key, never an employer's): read-only views of every employer's
-payrolls, items and outbox rows, and a retry of a payroll's FAILED items on its employer's behalf. The page
+payrolls, items and outbox rows, and a retry or a cancel of a payroll on its employer's behalf. The page
 itself is api_service/dashboard (`GET /ops`)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from starlette.responses import JSONResponse, Response
 
 from api_service import auth, body, ops_render, ops_schemas, render, schemas, state
 from api_service.handlers.payrolls import _payroll_id
-from shared import console
+from shared import console, funds
 from shared.logging import get_logger
+from shared.payrolls import PayrollStatus
 
 log = get_logger(__name__)
 
@@ -40,8 +41,14 @@ async def list_payrolls(request: Request) -> Response:
     query = schemas.validate(ops_schemas.OpsPayrollsQuery, dict(request.query_params))
     after = render.decode_cursor(query.cursor) if query.cursor else None
     filters = console.Filters(query.employer_id, query.status, query.q)
-    page = await console.payroll_page(state.of(request)["pool"], filters, limit=query.limit, after=after)
-    return JSONResponse(ops_render.payroll_page(page))
+    async with state.of(request)["pool"].acquire() as conn:
+        page = await console.payroll_page(conn, filters, limit=query.limit, after=after)
+        waits = {
+            r["id"]: await funds.payroll_wait(conn, r["id"])
+            for r in page.rows
+            if r["status"] == PayrollStatus.PROCESSING
+        }
+    return JSONResponse(ops_render.payroll_page(page, waits))
 
 
 async def list_items(request: Request) -> Response:
@@ -89,3 +96,17 @@ async def retry_payroll(request: Request) -> Response:
              operator=operator.name, items=len(items))  # fmt: skip
     headers = {"Location": render.payroll_path(payroll.id)}
     return JSONResponse(render.payroll_detail(payroll, items), status_code=201, headers=headers)
+
+
+async def cancel_payroll(request: Request) -> Response:
+    """`POST /ops/payrolls/{id}/cancel`: POST /payrolls/{id}/cancel on behalf of the payroll's own employer,
+    the operator (and an optional note) recorded with the request. Naturally idempotent, as that route."""
+    operator, payroll_id = auth.operator(request), _payroll_id(request)
+    raw = await body.read_optional_json(request)
+    data = schemas.validate(ops_schemas.OpsCancelPayrollIn, {} if raw is None else raw)
+    async with state.of(request)["pool"].acquire() as conn:
+        result = await console.cancel_for_employer(conn, payroll_id, operator.id, data.note)
+    log.info("operator_cancelled_payroll", payroll_id=str(payroll_id), operator=operator.name,
+             cancelled_now=result.cancelled_now, payroll_status=str(result.status))  # fmt: skip
+    headers = {"Location": render.status_path(payroll_id)}
+    return JSONResponse(render.cancelled(result), headers=headers)

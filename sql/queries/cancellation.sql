@@ -59,3 +59,8 @@ FROM payrolls p
 LEFT JOIN payroll_items i ON i.payroll_id = p.id
 WHERE p.id = $1
 GROUP BY p.id;
+
+-- record_request --
+-- Who asked (migration 0019): $2 is the operator acting for the employer, NULL for the employer itself.
+INSERT INTO payroll_cancel_requests (payroll_id, operator_id, cancelled_now, not_cancellable, note)
+VALUES ($1, $2, $3, $4, $5);

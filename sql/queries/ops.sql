@@ -157,11 +157,13 @@ ORDER BY o.id
 LIMIT $6;
 
 -- actions --
--- The console's action log, newest first, at most $1: operators' resolutions (item_resolutions, append-only)
--- and retries (payrolls.retry_of: the new payroll names the one whose FAILED items it pays again).
+-- The console's action log, newest first, at most $1: operators' resolutions (item_resolutions, append-only),
+-- retries (payrolls.retry_of: the new payroll names the one whose FAILED items it pays again) and cancel
+-- requests (payroll_cancel_requests, append-only: an operator's on the employer's behalf, or the employer's).
 (SELECT 'resolution' AS kind, r.created_at, r.payroll_id, p.reference AS payroll_reference,
         e.name AS employer_name, r.item_id, op.name AS operator_name, r.to_status AS status,
-        r.provider_reference, r.reason, r.note, NULL::uuid AS retry_id, NULL::text AS retry_reference
+        r.provider_reference, r.reason, r.note, NULL::uuid AS retry_id, NULL::text AS retry_reference,
+        NULL::integer AS cancelled_now, NULL::integer AS not_cancellable
    FROM item_resolutions r
    JOIN operators op ON op.id = r.operator_id
    JOIN payrolls p ON p.id = r.payroll_id
@@ -170,12 +172,21 @@ LIMIT $6;
   LIMIT $1)
 UNION ALL
 (SELECT 'retry', n.created_at, n.retry_of, old.reference, e.name, NULL, NULL, n.status, NULL, NULL, NULL,
-        n.id, n.reference
+        n.id, n.reference, NULL, NULL
    FROM payrolls n
    JOIN payrolls old ON old.id = n.retry_of
    JOIN employers e ON e.id = n.employer_id
   WHERE n.retry_of IS NOT NULL
   ORDER BY n.created_at DESC
+  LIMIT $1)
+UNION ALL
+(SELECT 'cancel', c.created_at, c.payroll_id, p.reference, e.name, NULL, op.name, p.status, NULL, NULL,
+        c.note, NULL, NULL, c.cancelled_now, c.not_cancellable
+   FROM payroll_cancel_requests c
+   JOIN payrolls p ON p.id = c.payroll_id
+   JOIN employers e ON e.id = p.employer_id
+   LEFT JOIN operators op ON op.id = c.operator_id
+  ORDER BY c.created_at DESC, c.id DESC
   LIMIT $1)
 ORDER BY created_at DESC
 LIMIT $1;

@@ -32,7 +32,7 @@ from dispatcher_service.dispatcher import Dispatcher
 from dispatcher_service.limiter import ProviderRateLimiter
 from dispatcher_service.recheck import Rechecker
 from dispatcher_service.retry import ProviderCaller
-from shared import batches, operators, payrolls, rechecks, resolutions
+from shared import batches, console, operators, payrolls, rechecks, resolutions
 from shared.payrolls import ItemStatus
 from shared.settings import Settings
 from tests import factories
@@ -117,6 +117,7 @@ def test_the_documents_hold_the_promised_queries() -> None:
         "Duplicate payments across payrolls",
         "Fees",
         "IntaSend's own timestamps",
+        "Cancel requests",
         "Daily totals per employer",
     ):
         assert wanted in headings, f"docs/audit.md lost its section {wanted!r}"
@@ -587,6 +588,20 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
         check = _block(audit, "Consistency checks (each should return no rows)", n).sql
         assert await _read_only(pool, check) == [], f"consistency check {n} after manual review"
 
+    # The stuck pending payroll is cancelled by an operator for Acme (POST /ops/payrolls/{id}/cancel), and
+    # the audit query says who asked; the cancelled payroll is then as final as any other.
+    async with pool.acquire() as conn:
+        await console.cancel_for_employer(conn, w.stuck_pending, uuid.UUID(jane["id"]), "Acme phoned")
+    [asked] = await _read_only(pool, psql_substitute(_block(audit, "Cancel requests").sql, {"days": 1}))
+    assert (asked["asked_by"], asked["employer"], asked["payroll_id"], asked["cancelled_now"]) == (
+        "jane.doe", "Acme", w.stuck_pending, 1,
+    )  # fmt: skip
+    assert (asked["note"], asked["cancelled_items_now"], asked["payroll_status"]) == (
+        "Acme phoned",
+        1,
+        "CANCELLED",
+    )
+
     # Retention: create the archive, move every finished payroll, and audit it there.
     retention = [b.sql for b in ops if b.heading == "5. Retention of old rows"]
     assert len(retention) == 3
@@ -596,13 +611,12 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
     # A payroll whose retry is still live stays with it: the dead-in-initiate payroll, retried (a DRAFT).
     async with pool.acquire() as conn:
         draft_retry, _ = await payrolls.retry_failed(conn, w.acme, w.dead_failed)
-    finished = {w.completed, w.partial, w.retry, w.review, w.dead_review}
+    finished = {w.completed, w.partial, w.retry, w.review, w.dead_review, w.stuck_pending}
     await pool.execute(psql_substitute(move, {"months": 1}))
     assert await pool.fetchval("SELECT count(*) FROM archive.payrolls") == 0, "nothing is a month old yet"
     await pool.execute(psql_substitute(move, {"months": 0}))
     assert {r["id"] for r in await pool.fetch("SELECT id FROM archive.payrolls")} == finished
     assert {r["id"] for r in await pool.fetch("SELECT id FROM payrolls")} == {
-        w.stuck_pending,
         w.stuck_expired,
         w.dead_failed,
         draft_retry.id,
@@ -610,11 +624,12 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
     assert await pool.fetchval("SELECT retry_of FROM archive.payrolls WHERE id = $1", w.retry) == w.partial
     for table in (
         "payroll_items", "outbox", "provider_batches", "outbox_attempts", "provider_callbacks", "item_resolutions",
+        "payroll_cancel_requests",
     ):  # fmt: skip
         live = await pool.fetchval(f"SELECT count(*) FROM {table}")
         archived = await pool.fetchval(f"SELECT count(*) FROM archive.{table}")
         assert archived > 0, table
-        if table in ("provider_batches", "provider_callbacks", "item_resolutions"):
+        if table in ("provider_batches", "provider_callbacks", "item_resolutions", "payroll_cancel_requests"):
             assert live == 0, table
     kept_attempts = await pool.fetchval(
         "SELECT count(*) FROM outbox_attempts a JOIN outbox o ON o.id = a.outbox_id WHERE o.payroll_id = $1",

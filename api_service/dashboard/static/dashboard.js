@@ -248,6 +248,7 @@
     const els = {
       toggle: el("button", { type: "button", class: "link toggle", text: payroll.reference, "aria-expanded": "false" }),
       status: el("span", { class: "status" }),
+      wait: el("div", { class: "funds-wait", hidden: true }),
       paid: el("td", { class: "num paid" }),
       progress: el("progress", { max: Math.max(1, payroll.item_count), value: 0 }),
       progressText: el("span", { class: "progress-text" }),
@@ -260,7 +261,7 @@
     els.progress.setAttribute("aria-label", `Progress of ${payroll.reference}`);
     els.tr = el("tr", { class: "payroll", dataset: { payrollId: payroll.id } },
       el("td", { class: "reference" }, els.toggle),
-      el("td", {}, els.status),
+      el("td", {}, els.status, els.wait),
       el("td", { class: "num", text: whole.format(payroll.item_count) }),
       el("td", { class: "num", text: money(payroll.currency, payroll.total_amount) }),
       els.paid,
@@ -295,6 +296,14 @@
     row.els.tr.dataset.status = p.status;
     row.els.status.textContent = label(p.status);
     row.els.status.dataset.status = p.status;
+    const wait = p.status === "PROCESSING" ? p.status_detail : null; // waiting for funds: how much, and when
+    row.els.wait.hidden = !wait;
+    row.els.wait.textContent = wait
+      ? `Waiting for funds: KES ${amount.format(Number(wait.short_by))} short (needs KES ` +
+        `${amount.format(Number(wait.required))}, wallet has KES ${amount.format(Number(wait.available_balance))}); ` +
+        `next check ${when(wait.next_check_at)}. Top up the wallet, or cancel.`
+      : "";
+    row.els.wait.title = wait ? wait.message : "";
     row.els.paid.textContent = money(p.currency, p.paid_amount);
     row.els.progress.max = Math.max(1, p.item_count);
     const settled = row.paid + row.notPaid;
@@ -326,7 +335,8 @@
       row.etag = response.headers.get("ETag") || row.etag;
       if (response.status !== 304) {
         row.payroll = { ...row.payroll, status: body.status, item_count: body.item_count,
-          paid_amount: body.paid_amount, total_amount: body.total_amount, updated_at: body.updated_at };
+          paid_amount: body.paid_amount, total_amount: body.total_amount, updated_at: body.updated_at,
+          status_detail: body.status_detail || null };
         counted(row, body.counts);
         update(row);
         if (row.open) loadDetail(row);
@@ -407,20 +417,24 @@
     }
   }
 
-  // POST /payrolls/{id}/cancel: where this server has no such route yet (404/405), "not available".
+  // POST /payrolls/{id}/cancel, after a confirmation: the workers whose payment is not yet approved are not paid.
   async function cancel(row) {
-    if (!window.confirm(`Cancel the items of ${row.payroll.reference} that are not sent yet?`)) return;
+    const p = row.payroll;
+    const open = Math.max(0, p.item_count - row.paid - row.notPaid - row.review);
+    const waiting = p.status_detail ? " It is waiting for funds: none of it is approved yet." : "";
+    if (!window.confirm(`Cancel ${p.reference}? Of its ${whole.format(p.item_count)} workers, ${whole.format(open)} ` +
+      `are not paid yet: those whose payment is not yet approved will not be paid; the others still finish.${waiting}`)) return;
     row.els.cancel.disabled = true;
     try {
-      await api(`/payrolls/${encodeURIComponent(row.id)}/cancel`, { method: "POST" });
+      const { body } = await api(`/payrolls/${encodeURIComponent(row.id)}/cancel`, { method: "POST" });
       clearError();
+      row.payroll = { ...row.payroll, status: body.status, status_detail: null };
+      row.etag = null;
+      update(row);
       schedulePoll(row, 0);
     } catch (err) {
-      if (err instanceof ApiError && (err.status === 404 || err.status === 405)) {
-        showError(new Error("cancelling is not available on this server yet"), `Cancel ${row.payroll.reference}`);
-      } else {
-        handle(err, `Could not cancel ${row.payroll.reference}`);
-      }
+      handle(err, `Could not cancel ${row.payroll.reference}`);
+      if (err instanceof ApiError && err.status === 409) schedulePoll(row, 0); // it ended meanwhile: show it
     } finally {
       row.els.cancel.disabled = false;
     }

@@ -97,8 +97,6 @@
 
   // ---- the actions: each one small function calling one route ------------------------------------------
 
-  const NOT_MERGED = new Set([404, 405]);
-
   // POST /ops/items/resolve: PAID needs the provider's reference, FAILED a reason.
   function resolveItem(itemId, outcome, evidence, note) {
     const item = outcome === "PAID"
@@ -107,14 +105,9 @@
     return api("/ops/items/resolve", { method: "POST", body: note ? { items: [item], note } : { items: [item] } });
   }
 
-  // POST /ops/items/recheck: ask IntaSend again. Until that route exists here, "not available".
-  async function recheck(body) {
-    try {
-      return await api("/ops/items/recheck", { method: "POST", body });
-    } catch (err) {
-      if (err instanceof ApiError && NOT_MERGED.has(err.status) && !err.problem.item_id) return null;
-      throw err;
-    }
+  // POST /ops/items/recheck: a dispatcher asks IntaSend again about the items' batches, now.
+  function recheck(body) {
+    return api("/ops/items/recheck", { method: "POST", body });
   }
 
   // POST /ops/payrolls/{id}/retry: a DRAFT of the FAILED items, the payroll's employer's (they run it).
@@ -122,24 +115,16 @@
     return api(`/ops/payrolls/${encodeURIComponent(payrollId)}/retry`, { method: "POST" });
   }
 
-  // POST /payrolls/{id}/cancel. Until that route exists here, "not available".
-  async function cancelPayroll(payrollId) {
-    try {
-      return await api(`/payrolls/${encodeURIComponent(payrollId)}/cancel`, { method: "POST" });
-    } catch (err) {
-      if (err instanceof ApiError && NOT_MERGED.has(err.status)) return null;
-      // Not a rejected operator key (that would log out): this server keeps cancelling to the employer.
-      if (err instanceof ApiError && err.status === 401) throw new Error("this server lets only the employer cancel");
-      throw err;
-    }
+  // POST /ops/payrolls/{id}/cancel: the employer's cancel, on the employer's behalf; the operator is recorded.
+  function cancelPayroll(payrollId, note) {
+    return api(`/ops/payrolls/${encodeURIComponent(payrollId)}/cancel`, { method: "POST", body: note ? { note } : {} });
   }
 
   async function act(button, question, action, done) {
     if (!window.confirm(question)) return;
     button.disabled = true;
     try {
-      const answer = await action();
-      const said = answer === null ? `${button.textContent}: not available on this server yet.` : done(answer);
+      const said = done(await action());
       $("error").hidden = true;
       await refresh(); // the lists as they are now, then the notice (a test waits for it)
       notify(said);
@@ -229,7 +214,9 @@
     });
     const again = el("button", { type: "button", class: "secondary recheck", text: "Re-check" });
     again.addEventListener("click", () => act(again, `Ask IntaSend again for item ${item.id} (tracking id ${item.tracking_id})?`,
-      () => recheck({ item_ids: [item.id] }), () => `Re-check of item ${item.id} asked.`));
+      () => recheck({ item_ids: [item.id] }),
+      (answer) => `Re-check of item ${item.id} asked: IntaSend is asked about ` +
+        `${answer.batches.map((b) => b.tracking_id).join(", ") || "no batch"} now.`));
     return el("div", { class: "item-actions" }, form, again);
   }
 
@@ -294,14 +281,25 @@
       buttons.push(retry);
     }
     if (p.status === "PROCESSING") {
+      const note = el("input", { type: "text", class: "note", placeholder: "note (ticket)", maxLength: 2000,
+        "aria-label": `Note for cancelling ${p.reference}` });
       const cancel = el("button", { type: "button", class: "secondary cancel", text: "Cancel" });
       cancel.addEventListener("click", () => act(cancel,
-        `Cancel what is not yet sent of ${p.reference} (${p.employer_name})?`,
-        () => cancelPayroll(p.id), () => `Cancel of ${p.reference} asked.`));
-      buttons.push(cancel);
+        `Cancel, for ${p.employer_name}, every item of ${p.reference} not yet approved for payment? ` +
+        "Items already being approved still finish. You are recorded as the one who asked.",
+        () => cancelPayroll(p.id, note.value.trim()),
+        (answer) => `${p.reference}: ${answer.cancelled_now} item(s) cancelled now, ${answer.not_cancellable} ` +
+          `already on their way; payroll ${answer.status}.`));
+      buttons.push(note, cancel);
     }
     if (p.retried_by) buttons.push(el("span", { class: "muted", text: "retried" }));
     return buttons;
+  }
+
+  // A PROCESSING payroll whose batches wait for funds (status_detail of GET /ops/payrolls): how much is missing.
+  function fundsWait(d) {
+    return el("div", { class: "funds-wait", title: d.message },
+      `Waiting for funds: ${money(d.short_by)} short (wallet ${d.wallet_id || "default"}); next check ${when(d.next_check_at)}`);
   }
 
   function payrollRow(p) {
@@ -309,7 +307,9 @@
     return el("tr", { class: "payroll", dataset: { payrollId: p.id, status: p.status } },
       el("td", { text: p.employer_name }),
       el("td", { text: p.reference }),
-      el("td", {}, status(p.status), p.review_items ? el("div", { class: "reason", text: `${p.review_items} need review` }) : null),
+      el("td", {}, status(p.status),
+        p.review_items ? el("div", { class: "reason", text: `${p.review_items} need review` }) : null,
+        p.status_detail ? fundsWait(p.status_detail) : null),
       el("td", { class: "num", text: count.format(p.item_count) }),
       el("td", { class: "num", text: money(p.total_amount) }),
       el("td", { class: "num", text: money(p.paid_amount) }),
@@ -334,10 +334,18 @@
   // ---- the action log ---------------------------------------------------------------------------------------------
 
   function actionEntry(a) {
-    const text = a.kind === "resolution"
-      ? `${a.operator_name} resolved item ${a.item_id} of ${a.payroll_reference} (${a.employer_name}) as ${a.status}` +
-        (a.provider_reference ? `, provider reference ${a.provider_reference}` : `: ${a.reason}`) + (a.note ? ` — ${a.note}` : "")
-      : `${a.payroll_reference} (${a.employer_name}) retried as ${a.retry_reference}, now ${a.status}`;
+    const note = a.note ? ` — ${a.note}` : "";
+    let text;
+    if (a.kind === "resolution") {
+      text = `${a.operator_name} resolved item ${a.item_id} of ${a.payroll_reference} (${a.employer_name}) as ${a.status}` +
+        (a.provider_reference ? `, provider reference ${a.provider_reference}` : `: ${a.reason}`) + note;
+    } else if (a.kind === "cancel") {
+      text = `${a.operator_name ? `${a.operator_name} cancelled` : "The employer cancelled"} ${a.payroll_reference} ` +
+        `(${a.employer_name}): ${a.cancelled_now} item(s) cancelled, ${a.not_cancellable} already on their way; ` +
+        `now ${a.status}${note}`;
+    } else {
+      text = `${a.payroll_reference} (${a.employer_name}) retried as ${a.retry_reference}, now ${a.status}`;
+    }
     return el("li", { dataset: { kind: a.kind } }, el("time", { text: when(a.created_at) }), ` ${text}`);
   }
 
