@@ -21,3 +21,19 @@ BEGIN
             ALTER COLUMN last_status SET COMPRESSION lz4;
     END IF;
 END $$;
+
+-- Item writes as HOT updates (heap-only: no new entry in any index). A batch's items are written three
+-- times (references, SUBMITTED, outcome); an update can be HOT only when no indexed column, predicates of
+-- partial indexes included, changes value. `status` changes in the last two, and was in the predicate of
+-- both review indexes: they now read `needs_review`, which changes only when an item enters or leaves
+-- NEEDS_REVIEW. Queries that want those indexes say `needs_review` (it is `status = 'NEEDS_REVIEW'`).
+-- Adding a stored column rewrites payroll_items under an exclusive lock: run this migration when the
+-- service is stopped (docs/operations.md). fillfactor leaves room on each page for the new versions of its
+-- rows (pages written from now on).
+ALTER TABLE payroll_items
+    ADD COLUMN needs_review boolean GENERATED ALWAYS AS (status = 'NEEDS_REVIEW') STORED,
+    SET (fillfactor = 60);
+DROP INDEX payroll_items_review_idx;
+CREATE INDEX payroll_items_review_idx ON payroll_items (payroll_id) WHERE needs_review;
+DROP INDEX payroll_items_review_batch_idx;
+CREATE INDEX payroll_items_review_batch_idx ON payroll_items (provider_batch_id) WHERE needs_review;
