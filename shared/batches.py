@@ -58,8 +58,8 @@ class StoredBatch:
     # IntaSend's initiate answer: its batch-level fields as stored (docs/audit.md), enough to approve with.
     initiate_response: dict[str, Any]
     status_polls: int
-    # The initiate answer's bytes as received, while the flow that initiated holds them: approve sends
-    # them back as is. None for a batch read back from the database (then approve sends initiate_response).
+    # The initiate answer's bytes as received (provider_batches.initiate_body): approve sends them back as
+    # is. None only for a batch initiated before migration 0017 (then approve sends initiate_response).
     approve_body: bytes | None = None
     status_code: str | None = None  # the batch code of the last status answer recorded
 
@@ -128,6 +128,7 @@ async def for_row(pool: asyncpg.Pool, outbox_id: int) -> StoredBatch | None:
         Stage(r["stage"]),
         r["initiate_response"],
         r["status_polls"],
+        approve_body=r["initiate_body"],
         status_code=r["status_code"],
     )
 
@@ -171,12 +172,14 @@ async def persist_initiated(
     approve_body: bytes | None = None,
 ) -> StoredBatch:
     """Persist the batch and each item's request_reference_id before anyone may approve it. `response` is
-    what is stored of IntaSend's answer (its batch-level fields); `approve_body`, its bytes as received,
-    stays in memory for the approve."""
+    what is stored of IntaSend's answer (its batch-level fields); `approve_body`, its bytes as received, is
+    stored with it for whichever flow approves the batch."""
     # Its transactions are not stored with it: each item's reference goes to payroll_items below.
     response = {k: v for k, v in response.items() if k != "transactions"}
     async with _fenced(pool, row) as conn:
-        batch_id = await conn.fetchval(Q.insert_batch, row.id, row.payroll_id, tracking_id, nonce, response)
+        batch_id = await conn.fetchval(
+            Q.insert_batch, row.id, row.payroll_id, tracking_id, nonce, response, approve_body
+        )
         if batch_id is None:
             raise LeaseLost(f"outbox row {row.id} already has a batch")
         ids = list(refs)

@@ -6,7 +6,9 @@ the provider acted). End-to-end tests use the real `payrun sim` over HTTP instea
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -65,6 +67,10 @@ class FakeIntaSend:
     reports_charges: bool = False
     # Called at the start of every request with the endpoint's name: tests use it to act between two steps.
     on_call: Any = None
+    # Each initiate answer's bytes as sent, by tracking id, and what each approve posted (bytes when the
+    # dispatcher passed bytes through, else the dict it re-encoded).
+    initiate_bodies: dict[str, bytes] = field(default_factory=dict)
+    approve_payloads: list[bytes | dict[str, Any]] = field(default_factory=list)
 
     def _fault(self, endpoint: str) -> str | None:
         if self.on_call is not None:
@@ -166,10 +172,15 @@ class FakeIntaSend:
         self.batches[b.tracking_id] = b
         if fault == "after":
             raise ProviderAmbiguous("timed out after 30 s")
-        return self._batch(b)
+        answer = self._batch(b)
+        # As IntaSend writes it: floats with their ".0", its own spacing and key order, every transaction.
+        body = json.dumps(answer.raw, default=float, separators=(", ", ": ")).encode()
+        self.initiate_bodies[b.tracking_id] = body
+        return dataclasses.replace(answer, body=body)
 
     async def approve(self, batch: Batch) -> Batch | None:
         self.calls.append("approve")
+        self.approve_payloads.append(batch.body if batch.body is not None else dict(batch.raw))
         fault = self._fault("approve")
         self._raise_before(fault)
         b = self.batches[batch.tracking_id]

@@ -7,14 +7,16 @@ JOIN unnest($1::bigint[]) AS wanted(id) ON wanted.id = i.id
 ORDER BY i.position;
 
 -- batch_for_row --
-SELECT id, tracking_id, nonce, stage, initiate_response, status_polls, status_code, approved_at, callback_at
+SELECT id, tracking_id, nonce, stage, initiate_response, initiate_body, status_polls, status_code, approved_at,
+       callback_at
 FROM provider_batches WHERE outbox_id = $1;
 
 -- insert_batch --
 -- Persist the initiated batch before anything can approve it. The unique outbox_id means one live batch
 -- per row: a dispatcher that lost the race gets nothing back and abandons its own (unapproved) batch.
-INSERT INTO provider_batches (outbox_id, payroll_id, tracking_id, nonce, stage, initiate_response)
-VALUES ($1, $2, $3, $4, 'initiated', $5)
+-- $6: the initiate answer's bytes as received, which the approve sends back (migration 0017).
+INSERT INTO provider_batches (outbox_id, payroll_id, tracking_id, nonce, stage, initiate_response, initiate_body)
+VALUES ($1, $2, $3, $4, 'initiated', $5, $6)
 ON CONFLICT (outbox_id) DO NOTHING
 RETURNING id;
 

@@ -16,9 +16,9 @@ SELECT
      FROM outbox WHERE status = 'pending' AND available_at <= now() AND kind = 'send_batch') AS oldest_due,
   (SELECT count(*) FROM outbox WHERE status = 'pending' AND errors > 0 AND kind = 'send_batch')
     + (SELECT count(*) FROM outbox WHERE status = 'in_progress' AND errors > 0 AND kind = 'send_batch') AS with_errors,
-  (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review,
+  (SELECT count(*) FROM payroll_items WHERE needs_review) AS review,
   (SELECT count(*) FROM outbox WHERE status = 'pending' AND kind = 'deliver_event') AS events_pending,
   (SELECT count(*) FROM outbox WHERE status = 'in_progress' AND kind = 'deliver_event') AS events_in_progress,
   (SELECT count(*) FROM outbox WHERE status = 'dead' AND kind = 'deliver_event') AS events_dead,
   (SELECT count(*) FROM payroll_items i JOIN batch_rechecks r ON r.batch_id = i.provider_batch_id
-     WHERE i.status = 'NEEDS_REVIEW' AND r.finished_at IS NULL AND r.gave_up_at IS NULL) AS rechecking;
+     WHERE i.needs_review AND r.finished_at IS NULL AND r.gave_up_at IS NULL) AS rechecking;

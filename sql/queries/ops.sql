@@ -13,7 +13,7 @@ SELECT
     + (SELECT count(*) FROM outbox
          WHERE status = 'pending' AND available_at < now() - make_interval(secs => $1)) AS stuck,
   (SELECT greatest(reltuples::bigint, 0) FROM pg_class WHERE oid = 'outbox'::regclass) AS total_estimate,
-  (SELECT count(*) FROM payroll_items WHERE status = 'NEEDS_REVIEW') AS review;
+  (SELECT count(*) FROM payroll_items WHERE needs_review) AS review;
 
 -- employers --
 -- Every employer with its payrolls per status, for the console's employer filter; at most $1, by name.
@@ -93,7 +93,7 @@ ORDER BY m.minute;
 SELECT p.id, p.reference, p.currency, p.status, p.item_count, p.total_amount, p.paid_amount, p.created_at,
        p.updated_at, p.retry_of, p.employer_id, e.name AS employer_name,
        (SELECT r.id FROM payrolls r WHERE r.retry_of = p.id) AS retried_by,
-       (SELECT count(*) FROM payroll_items i WHERE i.payroll_id = p.id AND i.status = 'NEEDS_REVIEW') AS review_items,
+       (SELECT count(*) FROM payroll_items i WHERE i.payroll_id = p.id AND i.needs_review) AS review_items,
        (SELECT coalesce(jsonb_object_agg(s.status, s.n), '{}'::jsonb)
           FROM (SELECT status, count(*) AS n FROM outbox o WHERE o.payroll_id = p.id GROUP BY status) s)
          AS outbox
@@ -124,6 +124,7 @@ JOIN employers e ON e.id = p.employer_id
 LEFT JOIN provider_batches b ON b.id = i.provider_batch_id
 LEFT JOIN outbox o ON o.id = b.outbox_id
 WHERE ($1::text IS NULL OR i.status = $1::text)
+  AND ($1::text IS DISTINCT FROM 'NEEDS_REVIEW' OR i.needs_review)
   AND ($2::uuid IS NULL OR p.employer_id = $2::uuid)
   AND ($3::bigint IS NULL OR i.id < $3::bigint)
   AND ($4::text IS NULL

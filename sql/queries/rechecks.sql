@@ -8,7 +8,7 @@ FROM provider_batches b
 JOIN outbox o ON o.id = b.outbox_id AND o.status IN ('done', 'dead')
 WHERE b.id IN (
         SELECT provider_batch_id FROM payroll_items
-        WHERE status = 'NEEDS_REVIEW' AND provider_batch_id IS NOT NULL
+        WHERE needs_review AND provider_batch_id IS NOT NULL
         UNION
         SELECT i.provider_batch_id FROM item_resolutions r
         JOIN payroll_items i ON i.id = r.item_id

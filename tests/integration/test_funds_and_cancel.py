@@ -4,6 +4,7 @@ dispatcher, a scripted provider whose wallet balance goes down as it pays (charg
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -90,6 +91,47 @@ async def test_an_underfunded_payroll_waits_then_is_paid_exactly_once_after_fund
     assert provider.balance == Decimal("5000.00") - Decimal("1010.00")
     async with pool.acquire() as conn:
         assert await funds.payroll_wait(conn, payroll) is None
+
+
+@pytest.mark.parametrize("interruption", ["funds_wait", "crash"])
+async def test_a_batch_approved_by_another_flow_sends_the_initiate_answer_back_as_received(
+    pool: asyncpg.Pool, run_dispatchers, monkeypatch: pytest.MonkeyPatch, interruption: str
+) -> None:
+    """The flow that approves is not the one that initiated (the first waited for funds, or crashed before
+    approving): the approve still posts IntaSend's initiate answer byte for byte, every transaction in it."""
+    provider = FakeIntaSend(balance=Decimal("1000.00"))
+    if interruption == "funds_wait":
+        provider.balance = Decimal("999.00")
+    else:
+        real_set_stage = batches.set_stage
+        crashed = False
+
+        async def crash_before_approving(pool_, row, batch_id, stage, carried=()):  # type: ignore[no-untyped-def]
+            nonlocal crashed
+            if stage == Stage.APPROVING and not crashed:
+                crashed = True
+                await pool.execute(
+                    "UPDATE outbox SET status = 'pending', locked_by = NULL, locked_until = NULL, "
+                    "lease_token = NULL, available_at = now() WHERE id = $1",
+                    row.id,
+                )
+                raise batches.LeaseLost("crashed before writing approving")
+            await real_set_stage(pool_, row, batch_id, stage, carried)
+
+        monkeypatch.setattr(batches, "set_stage", crash_before_approving)
+    payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
+    run_dispatchers(provider, **FAST_FUNDS)
+    if interruption == "funds_wait":
+        await until(lambda: pool.fetchval("SELECT funds_short_checks > 0 FROM provider_batches"))
+        provider.balance = Decimal("1000.00")
+    assert await wait_final(pool, [payroll]) == {payroll: "COMPLETED"}
+    assert provider.calls.count("initiate") == 1 and provider.calls.count("approve") == 1
+    (sent,) = provider.initiate_bodies.values()
+    assert provider.approve_payloads == [sent]
+    assert len(json.loads(sent)["transactions"]) == len(ACCOUNTS)
+    stored = await pool.fetchval("SELECT initiate_body FROM provider_batches")
+    assert stored == sent
+    assert provider.paid_accounts() == sorted(ACCOUNTS)
 
 
 async def test_a_funded_batch_is_approved_at_once_on_the_initiate_answers_balance(
