@@ -104,10 +104,24 @@ async def apply(conn: db.Connection) -> list[Migration]:
     return done
 
 
+async def missing_versions(conn: db.Connection) -> list[int]:
+    """The migrations of this code the database has not applied, a gap below its highest included."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    recorded = (
+        {int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
+    )
+    return sorted(m.version for m in available() if m.version not in recorded)
+
+
 async def ensure_current(conn: db.Connection) -> None:
-    """Refuse to serve on a database whose schema is behind this code."""
-    have, want = await applied_version(conn), latest_version()
-    if have < want:
+    """Refuse to serve on a database whose schema is behind this code: every migration must be applied,
+    not only the highest (one numbered below an applied one can land later, e.g. from a merged branch)."""
+    missing = await missing_versions(conn)
+    if missing:
+        have = await applied_version(conn)
         raise SchemaNotCurrent(
-            f"the database schema is at version {have}, this code needs {want}: run `payrun migrate`"
+            f"the database schema is at version {have} but lacks migration(s) "
+            f"{', '.join(f'{v:04d}' for v in missing)} that this code needs: run `payrun migrate`"
         )
