@@ -82,6 +82,12 @@ _PAYROLL_ID = {
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
 }
+# A retry's answer, whoever asks for it (the employer, or an operator on its behalf).
+_RETRY_CREATED = {
+    "description": "Created: the new DRAFT payroll.",
+    "headers": {"Location": {"description": "/payrolls/{id} of the new payroll", **_HEADER}},
+    "content": _json("PayrollDetailOut"),
+}
 _IDEMPOTENCY_KEY = {
     "name": idempotency.HEADER,
     "in": "header",
@@ -330,11 +336,7 @@ _OPS_PATHS: dict[str, dict[str, Any]] = {
             "parameters": [_PAYROLL_ID],
             "requestBody": {"required": False, "content": _json("RetryPayrollIn")},
             "responses": {
-                "201": {
-                    "description": "Created: the new DRAFT payroll.",
-                    "headers": {"Location": {"description": "/payrolls/{id} of the new payroll", **_HEADER}},
-                    "content": _json("PayrollDetailOut"),
-                },
+                "201": _RETRY_CREATED,
                 **_problems(
                     400,
                     404,
@@ -520,11 +522,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "parameters": [_PAYROLL_ID, _IDEMPOTENCY_KEY],
             "requestBody": {"required": False, "content": _json("RetryPayrollIn")},
             "responses": {
-                "201": {
-                    "description": "Created: the new DRAFT payroll.",
-                    "headers": {"Location": {"description": "/payrolls/{id} of the new payroll", **_HEADER}},
-                    "content": _json("PayrollDetailOut"),
-                },
+                "201": _RETRY_CREATED,
                 **_problems(
                     400,
                     404,

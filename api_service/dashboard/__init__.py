@@ -27,6 +27,7 @@ _SECURITY = {
 }
 _TYPES = {
     "index.html": "text/html; charset=utf-8",
+    "common.js": "text/javascript; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "ops.html": "text/html; charset=utf-8",

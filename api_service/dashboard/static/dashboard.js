@@ -4,6 +4,7 @@
 "use strict";
 
 (() => {
+  const { ApiError, el } = window.payrunPage;
   const STORAGE_KEY = "payrun.apiKey";
   const PAGE_SIZE = 50;
   const ITEM_PAGE_SIZE = 100; // items of an opened payroll, a page at a time (GET /payrolls/{id}/items)
@@ -29,29 +30,9 @@
   let listTimer = null;
   let generation = 0; // bumped on log-out and reload, so that late answers of stale requests are dropped
 
-  class ApiError extends Error {
-    constructor(status, problem, response) {
-      super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
-      this.status = status;
-      this.problem = problem || {};
-      this.response = response || null;
-    }
-  }
 
   // ---- small helpers --------------------------------------------------------------------------------
 
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(props || {})) {
-      if (name === "text") node.textContent = value;
-      else if (name === "class") node.className = value;
-      else if (name === "dataset") Object.assign(node.dataset, value);
-      else if (name.startsWith("aria-")) node.setAttribute(name, value);
-      else node[name] = value;
-    }
-    node.append(...children); // strings become Text nodes
-    return node;
-  }
 
   const label = (status) => LABELS[status] || String(status);
   const money = (currency, value) => `${currency} ${amount.format(Number(value))}`;

@@ -4,6 +4,7 @@
 "use strict";
 
 (() => {
+  const { ApiError, el } = window.payrunPage;
   const STORAGE_KEY = "payrun.operatorKey";
   const REFRESH_MS = 10000;
   const SVG = "http://www.w3.org/2000/svg";
@@ -14,26 +15,7 @@
   let itemCursor = null;
   let payrollCursor = null;
 
-  class ApiError extends Error {
-    constructor(status, problem) {
-      super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
-      this.status = status;
-      this.problem = problem || {};
-    }
-  }
 
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(props || {})) {
-      if (name === "text") node.textContent = value;
-      else if (name === "class") node.className = value;
-      else if (name === "dataset") Object.assign(node.dataset, value);
-      else if (name.startsWith("aria-")) node.setAttribute(name, value);
-      else node[name] = value;
-    }
-    node.append(...children.filter((c) => c !== null && c !== undefined));
-    return node;
-  }
 
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(SVG, tag);
