@@ -25,7 +25,7 @@ from aiolimiter import AsyncLimiter
 
 from dispatcher_service import outcomes
 from dispatcher_service.lease import Lease, LeaseExpired
-from dispatcher_service.provider.protocol import Batch, PayoutProvider, ProviderError
+from dispatcher_service.provider.protocol import Batch, PayoutProvider, ProviderError, Transaction
 from dispatcher_service.retry import ProviderCaller
 from shared import db, metrics, rechecks
 from shared.batches import Item, LeaseLost
@@ -154,15 +154,10 @@ class Rechecker:
 
     async def _answered(self, claimed: rechecks.Claimed, items: list[Item], batch: Batch, blog: Any) -> None:
         reading = outcomes.read_status(batch, items)
-        txns = {t.get("request_reference_id"): t for t in _transactions(batch)}
+        txns = {t.request_reference_id: t for t in batch.transactions if t.request_reference_id}
         refs = {i.id: i.request_reference_id for i in items}
         answers = [
-            rechecks.Late(
-                o,
-                _code(txns.get(refs[o.item_id])) or batch.status_code,
-                txns.get(refs[o.item_id])
-                or {"batch_status_code": batch.status_code, "batch_status": batch.status, "listed": False},
-            )
+            rechecks.Late(o, *_evidence(batch, txns.get(refs[o.item_id] or "")))
             for o in reading.outcomes
             if o.status in FINAL
         ]
@@ -218,11 +213,22 @@ class Rechecker:
         )
 
 
-def _transactions(batch: Batch) -> list[dict[str, Any]]:
-    txns = batch.raw.get("transactions")
-    return [t for t in txns if isinstance(t, dict)] if isinstance(txns, list) else []
-
-
-def _code(txn: dict[str, Any] | None) -> str | None:
-    code = txn.get("status_code") if txn else None
-    return str(code) if code is not None else None
+def _evidence(batch: Batch, txn: Transaction | None) -> tuple[str | None, dict[str, Any]]:
+    """The code an item was settled from and what IntaSend said of it: its transaction as the client read
+    it, or the batch's code when the answer did not list the item."""
+    if txn is None:
+        return batch.status_code, {
+            "batch_status_code": batch.status_code,
+            "batch_status": batch.status,
+            "listed": False,
+        }
+    return txn.status_code or batch.status_code, {
+        "request_reference_id": txn.request_reference_id,
+        "status_code": txn.status_code,
+        "status": txn.status,
+        "provider_reference": txn.provider_reference,
+        "failure_reason": txn.failure_reason,
+        "account": txn.account,
+        "amount": txn.amount,
+        "name": txn.name,
+    }

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from dispatcher_service.provider.intasend import parse_batch
+from dispatcher_service.provider.intasend import decode_batch
 from dispatcher_service.provider.protocol import (
     Batch,
     PayoutProvider,
@@ -25,6 +25,7 @@ from dispatcher_service.provider.protocol import (
     ProviderUnavailable,
     Transaction,
 )
+from shared import jsonvalues
 
 _refs = itertools.count(1)
 
@@ -292,7 +293,7 @@ class LateIntaSend:
         body = self.answers.get(tracking_id)
         if body is None:
             raise ProviderRejected("404 Not Found: no batch with this tracking_id", status=404)
-        return parse_batch(body)
+        return decode_batch(jsonvalues.dumps_bytes(body))  # as the client reads a status answer
 
     async def wallets(self) -> list[dict[str, Any]]:
         raise AssertionError("a re-check never reads wallets")
