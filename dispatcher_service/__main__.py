@@ -35,8 +35,12 @@ async def main(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        # Long keep-alive: a request on a fresh connection leaves later than the limiter logged it.
-        connector = aiohttp.TCPConnector(limit=max(10, settings.dispatcher_concurrency), keepalive_timeout=60)
+        # A connection for every flow and for the re-check (one at a time): no request waits in the connector's
+        # queue after its lease was checked. Long keep-alive: a request on a fresh connection leaves later than
+        # the limiter logged it.
+        connector = aiohttp.TCPConnector(
+            limit=max(10, settings.dispatcher_concurrency + 1), keepalive_timeout=60
+        )
         # Employer events: a session of their own, so a receiver that hangs holds none of IntaSend's connections.
         callback_connector = aiohttp.TCPConnector(limit=settings.employer_callback_concurrency)
         async with (
