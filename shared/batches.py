@@ -201,8 +201,10 @@ async def set_stage(
     async with _fenced(pool, row) as conn:
         if stage == Stage.APPROVING and await conn.fetchval(Q.batch_cancelled_items, batch_id):
             reason = "abandoned unapproved: it carries an item its employer cancelled"
-            await conn.execute(Q.abandon_batch, batch_id, reason)
-            await reform(conn, row.id, reason)
+            # Only a batch still `initiated` is abandoned and its items sent again: one that may have been
+            # approved before is never re-formed (its items would be paid twice); it is just not approved now.
+            if await conn.fetchval(Q.abandon_batch, batch_id, reason) is not None:
+                await reform(conn, row.id, reason)
             abandoned = reason
         else:
             await conn.execute(Q.set_stage, batch_id, stage)
