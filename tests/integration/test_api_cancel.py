@@ -100,7 +100,8 @@ async def test_another_employers_payroll_is_not_found_and_not_cancelled(
 async def test_a_payroll_waiting_for_funds_says_why_and_how_much_is_missing(
     client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
 ) -> None:
-    """What the dispatcher records for a short batch (batches.record_funds) is what GET shows."""
+    """The funds columns of a short batch, as the dispatcher records them (written here by hand; the
+    dispatcher's own path is test_funds_and_cancel.py), are what GET shows."""
     payroll_id = await _processing(client, key)  # 3 x 1,500.00
     lead = await pool.fetchval("SELECT id FROM outbox")
     batch_id = await pool.fetchval(

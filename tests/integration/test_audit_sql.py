@@ -764,6 +764,12 @@ async def test_double_payments_across_payrolls_are_found(
     }  # fmt: skip
 
     pairs = await run("Duplicate payments across payrolls")
+    completed_reference = await pool.fetchval(
+        "SELECT provider_reference FROM payroll_items WHERE payroll_id = $1 AND account = $2 AND status = 'PAID'",
+        w.completed,
+        ACCOUNTS[0],
+    )
+    assert completed_reference
     assert [
         (r["employer"], r["account"], r["amount"], r["same_retry_chain"], r["first_payroll_id"], r["first_status"],
          r["first_recheck"], r["first_resolved_by"], r["first_provider_reference"], r["second_payroll_id"],
@@ -773,7 +779,7 @@ async def test_double_payments_across_payrolls_are_found(
         ("Acme", w.undetermined_account, Decimal("100.00"), True, w.review, "PAID", "PAID", "jane.doe",
          "QKLATE0002", retried.id, "PAID", None, None),
         ("Acme", ACCOUNTS[0], Decimal("100.00"), False, w.completed, "PAID", None, None,
-         pairs[1]["first_provider_reference"], again, "PAID", None, None),
+         completed_reference, again, "PAID", None, None),
     ]  # fmt: skip
     for r in pairs:
         assert r["first_provider_reference"] != r["second_provider_reference"]

@@ -253,6 +253,10 @@ async def test_a_hanging_receiver_does_not_delay_payouts(pool: asyncpg.Pool, rec
     await _wait(
         pool, "SELECT count(*) >= 3 FROM outbox WHERE kind = 'deliver_event' AND status = 'in_progress'"
     )
+    for _ in range(200):  # claimed, so their POSTs are on their way
+        if len(r.received) >= 3:
+            break
+        await asyncio.sleep(0.01)
     assert len(r.received) == 3, "three event slots, all hanging"
     started = time.monotonic()
     later = [
