@@ -259,13 +259,10 @@ def decode_batch(body: bytes) -> Batch:
         wire = _batch_decoder.decode(body)
     except msgspec.DecodeError as exc:  # not JSON, not an object, or transactions not a list of objects
         raise ValueError(f"not a batch object: {exc}") from exc
-    raw = _head(wire)
-    return Batch(
-        tracking_id=str(wire.tracking_id),
-        status_code=_opt_str(wire.status_code),
-        status=_opt_str(wire.status),
-        nonce=_opt_str(wire.nonce),
-        transactions=tuple(
+    return _batch_of(
+        wire,
+        body,
+        tuple(
             _transaction(
                 t.request_reference_id,
                 t.account,
@@ -281,8 +278,6 @@ def decode_batch(body: bytes) -> Batch:
             )
             for t in wire.transactions or ()
         ),
-        raw=raw,
-        body=body,
     )
 
 
@@ -295,14 +290,18 @@ def _decode_approved(body: bytes) -> Batch | None:
         wire = _head_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise ValueError(f"not a batch object: {exc}") from exc
-    raw = _head(wire)
+    return _batch_of(wire, body, ())
+
+
+def _batch_of(wire: Any, body: bytes, transactions: tuple[Transaction, ...]) -> Batch:
+    """A Batch from a decoded answer: its batch-level fields, the transactions read, the bytes as received."""
     return Batch(
         tracking_id=str(wire.tracking_id),
         status_code=_opt_str(wire.status_code),
         status=_opt_str(wire.status),
         nonce=_opt_str(wire.nonce),
-        transactions=(),
-        raw=raw,
+        transactions=transactions,
+        raw=_head(wire),
         body=body,
     )
 
