@@ -12,8 +12,9 @@ from testkit import ledger
 
 
 def sim_request_times(log: Path) -> tuple[list[float], list[float], int]:
-    """From the simulator's per-request log lines: epoch times of the provider requests it accepted, of the
-    initiates among them, and the number it refused with 429."""
+    """From the simulator's per-request log lines since its last `POST /sim/reset` (the span its `/sim/stats`
+    counts: a run's own requests, not the dispatcher's start-up wallet check before it): epoch times of the
+    provider requests it accepted, of the initiates among them, and the number it refused with 429."""
     accepted: list[float] = []
     initiates: list[float] = []
     refused = 0
@@ -26,6 +27,9 @@ def sim_request_times(log: Path) -> tuple[list[float], list[float], int]:
             except ValueError:
                 continue
             path = str(rec.get("path", ""))
+            if path == "/sim/reset":
+                accepted, initiates, refused = [], [], 0
+                continue
             if not path.startswith("/api/"):
                 continue
             if rec.get("status") == 429:
