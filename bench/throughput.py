@@ -186,7 +186,8 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
     conn = await db.connect(dsn)
     try:
         row = await conn.fetchrow(
-            """SELECT o.id, o.payroll_id, o.payload, b.id AS batch_id, b.initiate_response, b.last_status
+            """SELECT o.id, o.payroll_id, o.payload, b.id AS batch_id, b.initiate_response, b.initiate_body,
+                      b.last_status
                FROM outbox o JOIN provider_batches b ON b.outbox_id = o.id ORDER BY o.id LIMIT 1"""
         )
         ids = [int(i) for i in row["payload"]["item_ids"]]
@@ -224,7 +225,7 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
         steps: list[tuple[str, Any, Any]] = [
             (f"batch_items: read the {n} items", None, lambda _: conn.fetch(q["batch_items"], ids)),
             (
-                "insert_batch: store the initiate response (jsonb)",
+                "insert_batch: store the initiate answer (its fields as jsonb, its bytes)",
                 fresh_outbox_row,
                 lambda oid: conn.fetchval(
                     q["insert_batch"],
@@ -233,6 +234,7 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                     f"bench-{oid}",
                     "nonce",
                     row["initiate_response"],
+                    row["initiate_body"],
                 ),
             ),
             (
@@ -251,7 +253,7 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                 lambda token: conn.fetchval(q["record_poll"], batch_id, None, "BP110", row["id"], token),
             ),
             (
-                "record_final_status: the final status answer, kept once (jsonb)",
+                "record_final_status: the final status answer, kept once (json)",
                 None,
                 lambda _: conn.execute(
                     q["record_final_status"], batch_id, "finished", row["last_status"], "BC100"
