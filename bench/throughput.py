@@ -219,7 +219,7 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
 
         async def items_to(status: str) -> None:
             await conn.execute(
-                "UPDATE payroll_items SET status = $2 WHERE provider_batch_id = $1", batch_id, status
+                "UPDATE payroll_items SET status = $2 WHERE id = ANY($1::bigint[])", ids, status
             )
 
         steps: list[tuple[str, Any, Any]] = [
@@ -235,17 +235,14 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                     "nonce",
                     row["initiate_response"],
                     row["initiate_body"],
+                    ids,
+                    refs,
                 ),
             ),
             (
-                f"link_items: {n} request_reference_ids",
-                None,
-                lambda _: conn.execute(q["link_items"], batch_id, ids, refs),
-            ),
-            (
-                f"mark_submitted: {n} items SUBMITTED",
+                f"submit_items: {n} items linked and SUBMITTED at approving",
                 lambda: items_to("PENDING"),
-                lambda _: conn.execute(q["mark_submitted"], batch_id),
+                lambda _: conn.execute(q["submit_items"], batch_id),
             ),
             (
                 "record_poll: a status answer that is not final (its code only, fenced)",

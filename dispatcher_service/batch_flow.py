@@ -3,12 +3,14 @@
 Exactly once, step by step (the promise: docs/api.md section 6):
 1. initiate with requires_approval="YES": nothing moves. A lost or repeated initiate leaves at most an orphan
    batch waiting for approval, which payrun never approves.
-2. persist tracking_id, nonce and each item's request_reference_id (fenced, one batch per row) BEFORE approving.
+2. persist tracking_id, nonce, the answer's bytes and each item's request_reference_id (fenced, one batch row
+   per outbox row) BEFORE approving.
 3. funds: right before approving, the batch's total estimate (charges included) is compared with its wallet's
    available balance, read after the last wait (the initiate response's balance only when approve follows
    at once; otherwise a wallets request through the same limiter). A short batch is not approved: its row
    goes back to `available_at` with back-off, its stage stays `initiated`, the shortfall is recorded.
-   stage `approving` is written (fenced) before the approve request goes out; a batch carrying an item its
+   stage `approving` is written (fenced) before the approve request goes out, and with it the items are linked
+   to the batch and become SUBMITTED (one write of each); a batch carrying an item its
    employer cancelled is abandoned unapproved instead (shared/cancellation.py: the same lock decides). Whoever finds a batch in
    `approving` (this dispatcher after an error, or another after a crash) asks `status` first and approves
    only a batch the provider still shows as waiting for approval.
@@ -248,13 +250,15 @@ class BatchFlow:
 
     # -- step 3: funds, then approve exactly the persisted batch ----------------------------------------
 
-    async def _amounts(self) -> list[Decimal]:
-        """The amounts of the items the batch carries (those linked to it at initiate)."""
+    async def _items_sent(self, stored: batches.StoredBatch) -> list[batches.Item]:
+        """The items the batch was initiated with, with their references (read once per claim)."""
         if self.sent_items is None:
+            self.sent_items = await batches.sent_items(self.pool, stored.id)
+        if self.sent_items is None:  # initiated before migration 0020: its items were linked then
             self.sent_items = [
                 i for i in await batches.items(self.pool, self.item_ids) if i.request_reference_id
             ]
-        return [i.amount for i in self.sent_items]
+        return self.sent_items
 
     async def _funds_cover(self, stored: batches.StoredBatch) -> bool:
         """True when the wallet, read now, covers the batch (or the provider does not say): approve. False
@@ -276,7 +280,7 @@ class BatchFlow:
                 await self._retry_later(f"reading the wallet balance before approve failed: {exc}")
                 return False
             available = _available(_find_wallet(wallets, wallet_id))
-        required = _estimate(stored.initiate_response, await self._amounts())
+        required = _estimate(stored.initiate_response, [i.amount for i in await self._items_sent(stored)])
         if available is None or required is None:
             metrics.FUNDS_CHECKS.labels("unknown").inc()
             self.log.warning(
@@ -316,7 +320,7 @@ class BatchFlow:
 
     async def _approve(self, stored: batches.StoredBatch, *, first: bool) -> bool:
         """`first`: no approve of this batch can have gone out before (it was still `initiated`)."""
-        await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVING)
+        await batches.set_stage(self.pool, self.row, stored.id, Stage.APPROVING, self.carried)
         try:
             await self.caller.once(
                 "approve",
@@ -386,10 +390,8 @@ class BatchFlow:
     # -- step 4: follow the batch to the end -----------------------------------------------------------
 
     async def _follow(self, stored: batches.StoredBatch) -> None:
-        # The batch's items: those linked to it at initiate (not those IntaSend refused one by one).
-        items = self.sent_items
-        if items is None:
-            items = [i for i in await batches.items(self.pool, self.item_ids) if i.request_reference_id]
+        # The batch's items: those it was initiated with (not those IntaSend refused one by one).
+        items = await self._items_sent(stored)
         polls = stored.status_polls
         # Just approved: give the provider a moment. Back from a long wait: ask at once.
         delay = poll_delay(0) if polls == 0 else 0.0

@@ -98,6 +98,15 @@ async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
     return [Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], ItemStatus(r[8]), r[9]) for r in rows]
 
 
+async def sent_items(pool: asyncpg.Pool, batch_id: int) -> list[Item] | None:
+    """The items the batch was initiated with, each with IntaSend's reference for it (kept on the batch row,
+    migration 0020). None for a batch initiated before that migration: its items carry their references."""
+    rows = await pool.fetch(Q.batch_items_sent, batch_id)
+    if not rows:  # no batch is initiated without items: this one has no arrays
+        return None
+    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], ItemStatus(r[8]), r[9]) for r in rows]
+
+
 def with_references(items: Sequence[Item], refs: dict[int, str]) -> list[Item]:
     """The items as persisted with their request_reference_ids: the flow goes on without reading them again."""
     return [
@@ -171,19 +180,28 @@ async def persist_initiated(
     refs: dict[int, str],
     approve_body: bytes | None = None,
 ) -> StoredBatch:
-    """Persist the batch and each item's request_reference_id before anyone may approve it. `response` is
-    what is stored of IntaSend's answer (its batch-level fields); `approve_body`, its bytes as received, is
-    stored with it for whichever flow approves the batch."""
-    # Its transactions are not stored with it: each item's reference goes to payroll_items below.
+    """Persist the batch, with the items sent and IntaSend's request_reference_id of each (`refs`, in the
+    order sent), before anyone may approve it: one row. The items themselves are linked to it and made
+    SUBMITTED when it moves to `approving` (`set_stage`). `response` is what is stored of IntaSend's answer
+    (its batch-level fields); `approve_body`, its bytes as received, is stored with it for whichever flow
+    approves the batch."""
+    # Its transactions are not stored with it: the references are, as two arrays (migration 0020).
     response = {k: v for k, v in response.items() if k != "transactions"}
+    ids = list(refs)
     async with _fenced(pool, row) as conn:
         batch_id = await conn.fetchval(
-            Q.insert_batch, row.id, row.payroll_id, tracking_id, nonce, response, approve_body
+            Q.insert_batch,
+            row.id,
+            row.payroll_id,
+            tracking_id,
+            nonce,
+            response,
+            approve_body,
+            ids,
+            [refs[i] for i in ids],
         )
         if batch_id is None:
             raise LeaseLost(f"outbox row {row.id} already has a batch")
-        ids = list(refs)
-        await conn.execute(Q.link_items, batch_id, ids, [refs[i] for i in ids])
     return StoredBatch(batch_id, tracking_id, nonce, Stage.INITIATED, response, 0, approve_body)
 
 
@@ -196,7 +214,9 @@ async def set_stage(
 ) -> None:
     """Fenced. `approving` is written only for a batch none of whose items was cancelled: the lead row's lock
     (the fence) is the one a cancel takes too, so a cancel and this write are serialized. A batch found
-    carrying a cancelled item is abandoned instead, in this transaction, and BatchCancelled raised."""
+    carrying a cancelled item is abandoned instead, in this transaction, and BatchCancelled raised. With
+    `approving`, in the same transaction, the batch's items are linked to it and become SUBMITTED: from
+    then on they are not cancellable (shared/cancellation.py reads the same)."""
     abandoned: str | None = None
     async with _fenced(pool, row) as conn:
         if stage == Stage.APPROVING and await conn.fetchval(Q.batch_cancelled_items, batch_id):
@@ -208,8 +228,8 @@ async def set_stage(
             abandoned = reason
         else:
             await conn.execute(Q.set_stage, batch_id, stage)
-            if stage == Stage.APPROVED:
-                await conn.execute(Q.mark_submitted, batch_id)
+            if stage == Stage.APPROVING:
+                await conn.execute(Q.submit_items, batch_id)
                 for payroll_id in _payrolls(row, carried):
                     await conn.execute(Q.touch_payroll, payroll_id)
     if abandoned is not None:
@@ -399,7 +419,7 @@ async def settle_all(
     failure, or a row that died."""
     async with _fenced(pool, row) as conn:
         await conn.execute(Q.lock_payrolls, _payrolls(row, carried))
-        unsettled = await conn.fetch(Q.fail_unsettled, list(item_ids), status, reason)
+        unsettled = await conn.fetch(Q.fail_unsettled, list(item_ids), status, reason, batch_id)
         metrics.ITEMS_FINAL.labels(status).inc(len(unsettled))
         if batch_id is not None:
             await conn.execute(Q.set_stage, batch_id, batch_stage)

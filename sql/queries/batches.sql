@@ -14,17 +14,24 @@ FROM provider_batches WHERE outbox_id = $1;
 -- insert_batch --
 -- Persist the initiated batch before anything can approve it. The unique outbox_id means one live batch
 -- per row: a dispatcher that lost the race gets nothing back and abandons its own (unapproved) batch.
--- $6: the initiate answer's bytes as received, which the approve sends back (migration 0017).
-INSERT INTO provider_batches (outbox_id, payroll_id, tracking_id, nonce, stage, initiate_response, initiate_body)
-VALUES ($1, $2, $3, $4, 'initiated', $5, $6)
+-- $6: the initiate answer's bytes as received, which the approve sends back (migration 0017); $7, $8: the
+-- items sent and IntaSend's reference of each (migration 0020), linked to the items at `approving`.
+INSERT INTO provider_batches (outbox_id, payroll_id, tracking_id, nonce, stage, initiate_response, initiate_body,
+                              item_ids, request_reference_ids)
+VALUES ($1, $2, $3, $4, 'initiated', $5, $6, $7, $8)
 ON CONFLICT (outbox_id) DO NOTHING
 RETURNING id;
 
--- link_items --
-UPDATE payroll_items i
-SET provider_batch_id = $1, request_reference_id = m.ref, updated_at = now()
-FROM unnest($2::bigint[], $3::text[]) AS m(id, ref)
-WHERE i.id = m.id;
+-- batch_items_sent --
+-- The items a batch was initiated with (provider_batches.item_ids, migration 0020), each with IntaSend's
+-- reference for it, in payroll order: what a flow that did not initiate the batch approves and follows.
+SELECT i.id, i.position, i.name, i.account, i.amount, i.provider, i.bank_code, i.narrative, i.status,
+       m.ref
+FROM provider_batches b
+CROSS JOIN LATERAL unnest(b.item_ids, b.request_reference_ids) AS m(id, ref)
+JOIN payroll_items i ON i.id = m.id
+WHERE b.id = $1
+ORDER BY i.position;
 
 -- set_stage --
 UPDATE provider_batches
@@ -33,10 +40,17 @@ SET stage = $2,
     finished_at = CASE WHEN $2 IN ('finished', 'rejected') THEN now() ELSE finished_at END
 WHERE id = $1;
 
--- mark_submitted --
--- The provider accepted the approved batch: its items are SUBMITTED until their outcome is known.
-UPDATE payroll_items SET status = 'SUBMITTED', updated_at = now()
-WHERE provider_batch_id = $1 AND status = 'PENDING';
+-- submit_items --
+-- In the fenced transaction that writes stage `approving`, right before the approve request leaves: the
+-- batch's items (provider_batches.item_ids) are linked to it with IntaSend's references and are SUBMITTED
+-- (sent for payment; no longer cancellable) until their outcome is known. One write of each item, set-based.
+-- Only PENDING items move (a second approve of the same batch finds them SUBMITTED). A batch initiated
+-- before migration 0020 past `approving` has no arrays and is never written here.
+UPDATE payroll_items i
+SET provider_batch_id = b.id, request_reference_id = m.ref, status = 'SUBMITTED', updated_at = now()
+FROM provider_batches b
+CROSS JOIN LATERAL unnest(b.item_ids, b.request_reference_ids) AS m(id, ref)
+WHERE b.id = $1 AND i.id = m.id AND i.status = 'PENDING';
 
 -- record_poll --
 -- Fenced like every write of a flow: only the holder of the row's lease ($4, $5) records a poll (clearing
@@ -69,9 +83,10 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS s(id, status, r
 WHERE i.id = s.id AND i.status NOT IN ('PAID', 'FAILED', 'NEEDS_REVIEW');
 
 -- fail_unsettled --
--- Every item of these ids not yet in a final state gets $2 with reason $3 (dead rows, batch failures).
+-- Every item of these ids not yet in a final state gets $2 with reason $3 (dead rows, batch failures);
+-- one that no batch was linked to yet (its batch never reached `approving`) is linked to batch $4, if any.
 UPDATE payroll_items
-SET status = $2, failure_reason = $3, updated_at = now()
+SET status = $2, failure_reason = $3, updated_at = now(), provider_batch_id = coalesce(provider_batch_id, $4)
 WHERE id = ANY($1::bigint[]) AND status NOT IN ('PAID', 'FAILED', 'NEEDS_REVIEW')
 RETURNING id;
 
@@ -199,7 +214,10 @@ RETURNING funds_short_checks;
 
 -- batch_cancelled_items --
 -- Items of a batch cancelled by their employer: such a batch is never approved.
-SELECT count(*) FROM payroll_items WHERE provider_batch_id = $1 AND status = 'CANCELLED';
+SELECT count(*)
+FROM provider_batches b
+JOIN payroll_items i ON i.id = ANY (b.item_ids)
+WHERE b.id = $1 AND i.status = 'CANCELLED';
 
 -- abandon_batch --
 -- An initiated batch payrun will never approve: it moves no money at IntaSend; recorded as `abandoned`.
@@ -223,9 +241,10 @@ WHERE (o.id = $1 OR o.carried_by = $1) AND o.kind = 'send_batch' AND o.status IN
 ORDER BY o.id;
 
 -- unlink_items --
--- PENDING items leave an abandoned batch: no batch carries them until a new one is initiated.
+-- PENDING items leave an abandoned batch: no batch carries them until a new one is initiated. Since
+-- migration 0020 items are linked only at `approving`, so this finds none but those of older batches.
 UPDATE payroll_items SET provider_batch_id = NULL, request_reference_id = NULL, updated_at = now()
-WHERE id = ANY($1::bigint[]) AND status = 'PENDING';
+WHERE id = ANY($1::bigint[]) AND status = 'PENDING' AND provider_batch_id IS NOT NULL;
 
 -- finish_reformed --
 -- The lead row and the rows it carried end `done` (their lease, if any, is gone: the fence stops its flow).

@@ -79,12 +79,30 @@ async def test_an_underfunded_payroll_waits_then_is_paid_exactly_once_after_fund
     row = await pool.fetchrow("SELECT status, errors, last_error FROM outbox WHERE payroll_id = $1", payroll)
     assert row["status"] in ("pending", "in_progress") and row["errors"] == 0, "waiting is not an error"
     assert "waiting for funds" in row["last_error"]
-    stage = await pool.fetchval("SELECT stage FROM provider_batches")
-    assert stage == Stage.INITIATED
+    batch = await pool.fetchrow("SELECT id, stage, item_ids, request_reference_ids FROM provider_batches")
+    assert batch["stage"] == Stage.INITIATED
+    # Never sent for approval: the items are PENDING and cancellable, their references kept on the batch.
+    items = await pool.fetch(
+        "SELECT id, status, provider_batch_id, request_reference_id FROM payroll_items "
+        "WHERE payroll_id = $1 ORDER BY position",
+        payroll,
+    )
+    assert [i["id"] for i in items] == batch["item_ids"]
+    assert {(i["status"], i["provider_batch_id"], i["request_reference_id"]) for i in items} == {
+        ("PENDING", None, None)
+    }
+    assert all(batch["request_reference_ids"]) and len(set(batch["request_reference_ids"])) == len(ACCOUNTS)
 
     provider.balance = Decimal("5000.00")  # the employer tops up the wallet
     assert await wait_final(pool, [payroll]) == {payroll: "COMPLETED"}
     assert provider.paid_accounts() == sorted(ACCOUNTS)
+    # Approved by a later claim, from the references kept on the batch: each item linked with its own.
+    linked = await pool.fetch(
+        "SELECT provider_batch_id, request_reference_id FROM payroll_items WHERE payroll_id = $1 ORDER BY position",
+        payroll,
+    )
+    assert [i["request_reference_id"] for i in linked] == batch["request_reference_ids"]
+    assert {i["provider_batch_id"] for i in linked} == {batch["id"]}
     assert provider.calls.count("approve") == 1 and len(provider.batches) == 1
     # The balance compared last was read after the last wait, right before the approve.
     assert provider.calls[provider.calls.index("approve") - 1] == "wallets"
