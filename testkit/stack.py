@@ -26,10 +26,19 @@ ROOT = Path(__file__).resolve().parent.parent
 _LIVE: set[Stack] = set()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and never handed out before by this process: the kernel may give a port just closed
+    again, and two stack processes were once given the same one (the API then died on "address in use")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class StartFailed(AssertionError):
