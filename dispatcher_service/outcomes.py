@@ -60,8 +60,19 @@ def awaiting_approval(batch: Batch) -> bool:
     ).strip().lower() in (AWAITING_APPROVAL_STATUSES)
 
 
+_CENT = Decimal("0.01")
+
+
 def _key(account: str, amount: Decimal) -> tuple[str, Decimal]:
-    return (str(account).strip().lstrip("+"), Decimal(amount).quantize(Decimal("0.01")))
+    return (str(account).strip().lstrip("+"), Decimal(amount).quantize(_CENT))
+
+
+def _same(item: Item, t: Transaction) -> bool:
+    """``_key(item) == _key(t)``, without quantizing when the accounts are the same strings and the amounts
+    equal (equal numbers quantize equally); anything else is compared by the keys themselves."""
+    if item.account == t.account and item.amount == t.amount:
+        return True
+    return _key(item.account, item.amount) == _key(t.account, t.amount)
 
 
 def match_references(items: Sequence[Item], txns: Sequence[Transaction]) -> dict[int, str] | None:
@@ -69,7 +80,7 @@ def match_references(items: Sequence[Item], txns: Sequence[Transaction]) -> dict
     exactly the items sent. Position first (the likely order), account and amount always checked."""
     if len(items) != len(txns) or any(not t.request_reference_id for t in txns):
         return None
-    if all(_key(i.account, i.amount) == _key(t.account, t.amount) for i, t in zip(items, txns, strict=True)):
+    if all(_same(i, t) for i, t in zip(items, txns, strict=True)):
         return {i.id: str(t.request_reference_id) for i, t in zip(items, txns, strict=True)}
     pool: dict[tuple[str, Decimal], list[str]] = defaultdict(list)
     for t in txns:

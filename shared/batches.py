@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from shared import db, events, metrics, outbox, sqlfiles
 from shared.outbox import RowStatus
@@ -35,8 +36,11 @@ class Stage(enum.StrEnum):
     ABANDONED = "abandoned"  # never approved: it carried a cancelled item (migration 0014)
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(msgspec.Struct, frozen=True, gc=False):
+    """An item as the dispatcher sends it. A frozen msgspec Struct rather than a dataclass: 500 are made per
+    batch read, and a Struct is several times cheaper to construct. ``gc=False``: its fields are numbers,
+    strings and enums, so it can never be part of a reference cycle."""
+
     id: int
     position: int
     name: str
@@ -95,7 +99,15 @@ class FundsCheck:
 
 async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
     rows = await pool.fetch(Q.batch_items, list(item_ids))
-    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], ItemStatus(r[8]), r[9]) for r in rows]
+    status = _ITEM_STATUS.get
+    return [
+        Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], status(r[8]) or ItemStatus(r[8]), r[9])
+        for r in rows
+    ]
+
+
+# ItemStatus by value: a dict lookup, where ItemStatus(value) goes through the enum machinery.
+_ITEM_STATUS: dict[str, ItemStatus] = {s.value: s for s in ItemStatus}
 
 
 async def sent_items(pool: asyncpg.Pool, batch_id: int) -> list[Item] | None:

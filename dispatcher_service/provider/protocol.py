@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+import msgspec
+
 from shared.errors import PayrunError
 
 
@@ -47,8 +49,11 @@ class ProviderAmbiguous(ProviderError):
     """The request may or may not have been acted on (timeout or broken connection after sending)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Transaction:
+class Transaction(msgspec.Struct, frozen=True, gc=False):
+    """One item of a batch answer, as payrun reads it. A frozen msgspec Struct rather than a dataclass: one is
+    made per item of every answer, and a Struct is several times cheaper to construct. ``gc=False``: its
+    fields are strings, a Decimal or None, so it can never be part of a reference cycle."""
+
     request_reference_id: str | None
     account: str
     amount: Decimal
