@@ -98,12 +98,13 @@ class FundsCheck:
 
 
 async def items(pool: asyncpg.Pool, item_ids: Sequence[int]) -> list[Item]:
-    rows = await pool.fetch(Q.batch_items, list(item_ids))
-    status = _ITEM_STATUS.get
-    return [
-        Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], status(r[8]) or ItemStatus(r[8]), r[9])
-        for r in rows
-    ]
+    return [_item_of(r) for r in await pool.fetch(Q.batch_items, list(item_ids))]
+
+
+def _item_of(r: asyncpg.Record) -> Item:
+    return Item(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _ITEM_STATUS.get(r[8]) or ItemStatus(r[8]), r[9]
+    )
 
 
 # ItemStatus by value: a dict lookup, where ItemStatus(value) goes through the enum machinery.
@@ -116,7 +117,7 @@ async def sent_items(pool: asyncpg.Pool, batch_id: int) -> list[Item] | None:
     rows = await pool.fetch(Q.batch_items_sent, batch_id)
     if not rows:  # no batch is initiated without items: this one has no arrays
         return None
-    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], ItemStatus(r[8]), r[9]) for r in rows]
+    return [_item_of(r) for r in rows]
 
 
 def with_references(items: Sequence[Item], refs: dict[int, str]) -> list[Item]:
