@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -620,7 +621,7 @@ async def run(opts: registry.Options) -> dict[str, Any]:
             )
         stats.table(
             f"throughput: {dispatchers} dispatcher(s), limit lifted, {payrolls} payrolls x {workers:,} workers "
-            f"in 500-item batches (DISPATCHER_CONCURRENCY=32)",
+            f"in 500-item batches (DISPATCHER_CONCURRENCY={os.environ.get('DISPATCHER_CONCURRENCY', '32')})",
             [
                 "run",
                 "payouts",
