@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from simulator.config import SimConfig
 from simulator.validation import InitiateRequest
 
@@ -40,16 +42,49 @@ _UUID4_SET = (0x8000 << 48) | (4 << 76)
 
 
 def money(value: Decimal) -> str:
-    return f"{value.quantize(CENT):f}"
+    # A value with exactly two decimal places (every amount, once validated) is its own str: quantizing and
+    # formatting it again would give the same text. A "." third from the end means just that, as
+    # str(Decimal) writes no exponent then, and an exponent always ends the text ("1.5E+3", "1E-7").
+    text = str(value)
+    return text if text[-3:-2] == "." else f"{value.quantize(CENT):f}"
 
 
 def stamp(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def item_views(items: list[Item]) -> list[dict[str, Any]]:
-    """:meth:`Item.view` of each item. A batch's items share their created_at and updated_at (one datetime
-    object each) and their charge, so each is formatted once per run of equal objects, not once per item."""
+class ItemView(msgspec.Struct, gc=False):
+    """One transaction as the batch object shows it: its fields, in this order, are the answer's keys.
+    A Struct, not a dict: msgspec builds and writes it in about half the time (simulator/wire.py)."""
+
+    transaction_id: str
+    status: str
+    status_code: str
+    status_description: str | None
+    failed_reason: str | None
+    request_reference_id: str
+    provider: str
+    bank_code: str | None
+    name: str | None
+    account: str
+    account_type: str | None
+    account_reference: str | None
+    provider_reference: str | None
+    provider_account_name: str | None
+    amount: str
+    charge: str
+    narrative: str | None
+    file_id: str
+    idempotency_key: str | None
+    currency: str
+    created_at: str
+    updated_at: str
+
+
+def item_views(items: list[Item]) -> list[ItemView]:
+    """What :meth:`Item.view` shows of each item. A batch's items share their created_at and updated_at (one
+    datetime object each) and their charge, so each is formatted once per run of equal objects, not once
+    per item."""
     views = []
     created: datetime | None = None
     created_text = ""
@@ -65,30 +100,30 @@ def item_views(items: list[Item]) -> list[dict[str, Any]]:
         if item.charge is not charge:
             charge, charge_text = item.charge, money(item.charge)
         views.append(
-            {
-                "transaction_id": item.transaction_id,
-                "status": item.status,
-                "status_code": item.status_code,
-                "status_description": item.status_description,
-                "failed_reason": item.failed_reason,
-                "request_reference_id": item.request_reference_id,
-                "provider": item.provider,
-                "bank_code": item.bank_code,
-                "name": item.name,
-                "account": item.account,
-                "account_type": item.account_type,
-                "account_reference": item.account_reference,
-                "provider_reference": item.provider_reference,
-                "provider_account_name": item.provider_account_name,
-                "amount": money(item.amount),
-                "charge": charge_text,
-                "narrative": item.narrative,
-                "file_id": item.file_id,
-                "idempotency_key": item.idempotency_key,
-                "currency": item.currency,
-                "created_at": created_text,
-                "updated_at": updated_text,
-            }
+            ItemView(
+                transaction_id=item.transaction_id,
+                status=item.status,
+                status_code=item.status_code,
+                status_description=item.status_description,
+                failed_reason=item.failed_reason,
+                request_reference_id=item.request_reference_id,
+                provider=item.provider,
+                bank_code=item.bank_code,
+                name=item.name,
+                account=item.account,
+                account_type=item.account_type,
+                account_reference=item.account_reference,
+                provider_reference=item.provider_reference,
+                provider_account_name=item.provider_account_name,
+                amount=money(item.amount),
+                charge=charge_text,
+                narrative=item.narrative,
+                file_id=item.file_id,
+                idempotency_key=item.idempotency_key,
+                currency=item.currency,
+                created_at=created_text,
+                updated_at=updated_text,
+            )
         )
     return views
 
@@ -121,7 +156,7 @@ class Item:
     provider_account_name: str | None = None
 
     def view(self) -> dict[str, Any]:
-        return item_views([self])[0]
+        return msgspec.structs.asdict(item_views([self])[0])
 
 
 @dataclass

@@ -59,11 +59,19 @@ def loads_fields(text: str, fields: tuple[str, ...] = ("tracking_id", "nonce")) 
 
 
 def dumps(value: Any) -> bytes:
-    """UTF-8 JSON of a value made of dicts, lists, strings, ints, floats, bools and None."""
+    """UTF-8 JSON of a value made of dicts, lists, strings, ints, floats, bools, None and Structs (written
+    as objects with their fields as keys, in order)."""
     try:
         return _encoder.encode(value)
     except Exception:  # noqa: BLE001 - e.g. a lone surrogate: json writes it as before (module docstring)
-        return json.dumps(value).encode()
+        return json.dumps(value, default=_struct_fields).encode()
+
+
+def _struct_fields(value: Any) -> dict[str, Any]:
+    """For json: a Struct (a transaction's view, simulator/ledger.py) as the dict of its fields in order."""
+    if isinstance(value, msgspec.Struct):
+        return msgspec.structs.asdict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
