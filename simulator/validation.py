@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 PROVIDERS = ("MPESA-B2C", "PESALINK", "INTASEND", "MPESA-B2B")
 CURRENCIES = ("KES",)
@@ -45,8 +45,10 @@ class ValidationFailed(Exception):
         return {"type": self.type, "errors": [e.as_dict() for e in self.errors]}
 
 
-@dataclass(frozen=True, slots=True)
-class ItemRequest:
+class ItemRequest(NamedTuple):
+    """One checked transaction. Immutable like the dataclasses here, but a NamedTuple: one is made per
+    transaction of every initiate, and a frozen dataclass takes twice as long to make."""
+
     account: str
     amount: Decimal
     name: str | None
