@@ -103,7 +103,7 @@ async def _body(request: web.Request, *, approval: bool = False) -> Any:
     if not text.strip():
         return {}
     try:
-        return wire.loads_fields(text) if approval else wire.loads(text)
+        return wire.loads_approval(text) if approval else wire.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationFailed(
             [FieldError("parse_error", f"JSON parse error - {exc}", None)], "client_error"

@@ -36,6 +36,7 @@ class _Approval(msgspec.Struct):
 
 
 _approval_decoder = msgspec.json.Decoder(_Approval, float_hook=Decimal)
+_APPROVAL_FIELDS = _Approval.__struct_fields__
 
 
 def loads(text: str) -> Any:
@@ -46,16 +47,15 @@ def loads(text: str) -> Any:
         return json.loads(text, parse_float=Decimal)
 
 
-def loads_fields(text: str, fields: tuple[str, ...] = ("tracking_id", "nonce")) -> Any:
-    """What :func:`loads` gives when the body is an object, with only the top-level keys `fields` kept
-    (those present); any other body exactly as :func:`loads` gives it. For approve, whose body is a whole
-    batch of which it reads two fields."""
-    assert fields == ("tracking_id", "nonce"), "the decoder reads these two fields"
+def loads_approval(text: str) -> Any:
+    """What :func:`loads` gives, but of an object only the keys approve reads (tracking_id and nonce, those
+    present): approve's body is a whole batch, whose other values are checked as JSON but not built."""
     try:
         wanted = _approval_decoder.decode(text)
     except Exception:  # noqa: BLE001 - not an object, or refused by msgspec: the general path answers
-        return loads(text)
-    return {key: value for key in fields if (value := getattr(wanted, key)) is not msgspec.UNSET}
+        body = loads(text)
+        return {key: body[key] for key in _APPROVAL_FIELDS if key in body} if isinstance(body, dict) else body
+    return {key: value for key in _APPROVAL_FIELDS if (value := getattr(wanted, key)) is not msgspec.UNSET}
 
 
 def dumps(value: Any) -> bytes:
