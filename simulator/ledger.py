@@ -508,6 +508,8 @@ class SimState:
         }
 
     def batch_view(self, batch: Batch, state: tuple[str, str] | None = None) -> dict[str, Any]:
+        """The batch object IntaSend answers; its transactions are ItemView Structs (write it with
+        simulator/wire.py, or see Item.view for one as a dict)."""
         status, code = state or self._shown_state(batch)
         # The batch's sums in one pass, each added up in item order as Batch.total and .charges do.
         total = charges = paid = failed = paid_charges = Decimal(0)
