@@ -15,12 +15,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
-from simulator import persistence
+from simulator import persistence, wire
 from simulator.config import SimConfig
 from simulator.ledger import CONFIRMING, SimState
 from simulator.ratelimit import SlidingWindow
@@ -96,13 +95,15 @@ def _endpoint(request: web.Request) -> str:
     return name if name in ("initiate", "approve", "status") else "other"
 
 
-async def _body(request: web.Request) -> Any:
-    """Parse JSON like DRF: an empty body is ``{}``; floats become Decimal so amounts stay exact."""
+async def _body(request: web.Request, *, approval: bool = False) -> Any:
+    """Parse JSON like DRF: an empty body is ``{}``; floats become Decimal so amounts stay exact. With
+    `approval`, an object body keeps only tracking_id and nonce, all approve reads of the batch it carries
+    (simulator/wire.py: its other values are checked as JSON but not built)."""
     text = await request.text()
     if not text.strip():
         return {}
     try:
-        return json.loads(text, parse_float=Decimal)
+        return wire.loads_approval(text) if approval else wire.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationFailed(
             [FieldError("parse_error", f"JSON parse error - {exc}", None)], "client_error"
@@ -224,12 +225,12 @@ async def initiate(request: web.Request) -> web.Response:
     batch = sim.state.create(parsed)
     # With requires_approval "NO" the batch is approved at once, and IntaSend answers "Confirming balance".
     state = CONFIRMING if not parsed.requires_approval else None
-    return web.json_response(sim.state.batch_view(batch, state))
+    return wire.json_response(sim.state.batch_view(batch, state))
 
 
 async def approve(request: web.Request) -> web.Response:
     sim = _sim(request)
-    data = expect_object(await _body(request))
+    data = expect_object(await _body(request, approval=True))
     tracking_id = require_str(data, "tracking_id")
     batch = sim.state.batches.get(tracking_id)
     if batch is None:
@@ -243,7 +244,7 @@ async def approve(request: web.Request) -> web.Response:
         if not sim.config.second_approve_pays:
             raise ValidationFailed([FieldError("invalid", "Batch is not awaiting approval.", "tracking_id")])
         sim.state.approve_again(batch)
-    return web.json_response(sim.state.batch_view(batch, batch.state()))
+    return wire.json_response(sim.state.batch_view(batch, batch.state()))
 
 
 async def status(request: web.Request) -> web.Response:
@@ -252,7 +253,7 @@ async def status(request: web.Request) -> web.Response:
     batch = sim.state.batches.get(tracking_id)
     if batch is None:
         return web.json_response(NOT_FOUND, status=404)
-    return web.json_response(sim.state.batch_view(batch))
+    return wire.json_response(sim.state.batch_view(batch))
 
 
 async def wallets(request: web.Request) -> web.Response:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import random
 import string
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from simulator.config import SimConfig
 from simulator.validation import InitiateRequest
@@ -34,12 +35,98 @@ COMPLETED = ("Completed", "BC100")
 FAILED_PROCESSING = ("Failed Processing", "BF105")
 
 
+CENT = Decimal("0.01")
+# UUID's variant (RFC 4122) and version 4 bits, as uuid.UUID(int=..., version=4) sets them.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
 def money(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.01')):f}"
+    # A value with exactly two decimal places (every amount, once validated) is its own str: quantizing and
+    # formatting it again would give the same text. A "." third from the end means just that, as
+    # str(Decimal) writes no exponent then, and an exponent always ends the text ("1.5E+3", "1E-7").
+    text = str(value)
+    return text if text[-3:-2] == "." else f"{value.quantize(CENT):f}"
 
 
 def stamp(moment: datetime) -> str:
     return moment.isoformat()
+
+
+class ItemView(msgspec.Struct, gc=False):
+    """One transaction as the batch object shows it: its fields, in this order, are the answer's keys.
+    A Struct, not a dict: msgspec builds and writes it in about half the time (simulator/wire.py)."""
+
+    transaction_id: str
+    status: str
+    status_code: str
+    status_description: str | None
+    failed_reason: str | None
+    request_reference_id: str
+    provider: str
+    bank_code: str | None
+    name: str | None
+    account: str
+    account_type: str | None
+    account_reference: str | None
+    provider_reference: str | None
+    provider_account_name: str | None
+    amount: str
+    charge: str
+    narrative: str | None
+    file_id: str
+    idempotency_key: str | None
+    currency: str
+    created_at: str
+    updated_at: str
+
+
+def item_views(items: list[Item]) -> list[ItemView]:
+    """What :meth:`Item.view` shows of each item. A batch's items share their created_at and updated_at (one
+    datetime object each) and their charge, so each is formatted once per run of equal objects, not once
+    per item."""
+    views = []
+    created: datetime | None = None
+    created_text = ""
+    updated: datetime | None = None
+    updated_text = ""
+    charge: Decimal | None = None
+    charge_text = ""
+    for item in items:
+        if item.created_at is not created:
+            created, created_text = item.created_at, stamp(item.created_at)
+        if item.updated_at is not updated:
+            updated, updated_text = item.updated_at, stamp(item.updated_at)
+        if item.charge is not charge:
+            charge, charge_text = item.charge, money(item.charge)
+        views.append(
+            # By position, in ItemView's field order: five times faster than by keyword with 22 fields.
+            ItemView(
+                item.transaction_id,
+                item.status,
+                item.status_code,
+                item.status_description,
+                item.failed_reason,
+                item.request_reference_id,
+                item.provider,
+                item.bank_code,
+                item.name,
+                item.account,
+                item.account_type,
+                item.account_reference,
+                item.provider_reference,
+                item.provider_account_name,
+                money(item.amount),  # amount
+                charge_text,  # charge
+                item.narrative,
+                item.file_id,
+                item.idempotency_key,
+                item.currency,
+                created_text,  # created_at
+                updated_text,  # updated_at
+            )
+        )
+    return views
 
 
 @dataclass
@@ -70,30 +157,7 @@ class Item:
     provider_account_name: str | None = None
 
     def view(self) -> dict[str, Any]:
-        return {
-            "transaction_id": self.transaction_id,
-            "status": self.status,
-            "status_code": self.status_code,
-            "status_description": self.status_description,
-            "failed_reason": self.failed_reason,
-            "request_reference_id": self.request_reference_id,
-            "provider": self.provider,
-            "bank_code": self.bank_code,
-            "name": self.name,
-            "account": self.account,
-            "account_type": self.account_type,
-            "account_reference": self.account_reference,
-            "provider_reference": self.provider_reference,
-            "provider_account_name": self.provider_account_name,
-            "amount": money(self.amount),
-            "charge": money(self.charge),
-            "narrative": self.narrative,
-            "file_id": self.file_id,
-            "idempotency_key": self.idempotency_key,
-            "currency": self.currency,
-            "created_at": stamp(self.created_at),
-            "updated_at": stamp(self.updated_at),
-        }
+        return msgspec.structs.asdict(item_views([self])[0])
 
 
 @dataclass
@@ -202,10 +266,24 @@ class SimState:
 
     # ids ---------------------------------------------------------------------------------------------
     def _uuid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        """``str(uuid.UUID(int=self.rng.getrandbits(128), version=4))``, without building the UUID."""
+        text = f"{(self.rng.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
     def _code(self, length: int, alphabet: str = UPPER_ALNUM) -> str:
-        return "".join(self.rng.choice(alphabet) for _ in range(length))
+        """``"".join(self.rng.choice(alphabet) for _ in range(length))``: the same characters from the same
+        draws (random.Random.choice's rejection sampling on getrandbits, inlined), so a seeded simulator
+        hands out the ids it always did."""
+        size = len(alphabet)
+        bits = size.bit_length()
+        getrandbits = self.rng.getrandbits
+        chars = []
+        for _ in range(length):
+            r = getrandbits(bits)
+            while r >= size:
+                r = getrandbits(bits)
+            chars.append(alphabet[r])
+        return "".join(chars)
 
     # actions -----------------------------------------------------------------------------------------
     def create(self, request: InitiateRequest) -> Batch:
@@ -430,10 +508,19 @@ class SimState:
         }
 
     def batch_view(self, batch: Batch, state: tuple[str, str] | None = None) -> dict[str, Any]:
+        """The batch object IntaSend answers; its transactions are ItemView Structs (write it with
+        simulator/wire.py, or see Item.view for one as a dict)."""
         status, code = state or self._shown_state(batch)
-        paid = sum((i.amount for i in batch.items if i.status_code == "TS100"), Decimal(0))
-        failed = sum((i.amount for i in batch.items if i.status_code in ("TF103", "TF106")), Decimal(0))
-        charges = batch.charges
+        # The batch's sums in one pass, each added up in item order as Batch.total and .charges do.
+        total = charges = paid = failed = paid_charges = Decimal(0)
+        for i in batch.items:
+            total += i.amount
+            charges += i.charge
+            if i.status_code == "TS100":
+                paid += i.amount
+                paid_charges += i.charge
+            elif i.status_code in ("TF103", "TF106"):
+                failed += i.amount
         return {
             "file_id": batch.file_id,
             "tracking_id": batch.tracking_id,
@@ -442,15 +529,13 @@ class SimState:
             "status_code": code,
             "nonce": batch.nonce,
             "wallet": self.wallet_view(batch.wallet_id),
-            "transactions": [i.view() for i in batch.items],
+            "transactions": item_views(batch.items),
             # Numbers, not strings, as in docs/intasend.md's examples (`"charge_estimate": 50.0`,
             # `"failed_amount": 0.0`): a client must take both forms, and store and echo floats.
             "charge_estimate": float(charges),
-            "total_amount_estimate": money(batch.total + charges),
-            "total_amount": money(batch.total),
-            "actual_charges": money(
-                sum((i.charge for i in batch.items if i.status_code == "TS100"), Decimal(0))
-            ),
+            "total_amount_estimate": money(total + charges),
+            "total_amount": money(total),
+            "actual_charges": money(paid_charges),
             "paid_amount": money(paid),
             "failed_amount": float(failed),
             "transactions_count": len(batch.items),
