@@ -652,12 +652,9 @@ async def test_the_operator_sql_resolves_review_items_and_archives(pool: asyncpg
     await pool.execute(prune_keys)
 
 
-async def test_late_answers_from_intasend_are_listed_and_archived(
-    pool: asyncpg.Pool, database_url: str, world: World
-) -> None:
-    """A person resolved the TF105 item FAILED; days later IntaSend shows it paid: the re-check overrides the
-    person with a record, which the audit query lists beside the resolution, and the retention move keeps."""
-    w = world
+async def _resolve_review_item_failed(pool: asyncpg.Pool, w: World) -> tuple[int, str, uuid.UUID]:
+    """The operator jane.doe resolves the review payroll's TF105 item FAILED; returns the item's id and
+    reference, and jane.doe's id."""
     tf105, ref = await pool.fetchrow(
         "SELECT id, request_reference_id FROM payroll_items WHERE payroll_id = $1 AND status = 'NEEDS_REVIEW'",
         w.review,
@@ -670,6 +667,16 @@ async def test_late_answers_from_intasend_are_listed_and_archived(
         [resolutions.Resolution(tf105, ItemStatus.FAILED, reason="not sent")],
         None,
     )
+    return tf105, ref, uuid.UUID(jane["id"])
+
+
+async def test_late_answers_from_intasend_are_listed_and_archived(
+    pool: asyncpg.Pool, database_url: str, world: World
+) -> None:
+    """A person resolved the TF105 item FAILED; days later IntaSend shows it paid: the re-check overrides the
+    person with a record, which the audit query lists beside the resolution, and the retention move keeps."""
+    w = world
+    tf105, ref, _ = await _resolve_review_item_failed(pool, w)
     assert await pool.fetchval("SELECT status FROM payrolls WHERE id = $1", w.review) == "PARTIALLY_FAILED"
     provider = LateIntaSend()
     provider.settle(
@@ -727,18 +734,7 @@ async def test_double_payments_across_payrolls_are_found(
             pool, psql_substitute(_block(audit, heading, index).sql, {"days": 7} | variables)
         )
 
-    tf105, ref = await pool.fetchrow(
-        "SELECT id, request_reference_id FROM payroll_items WHERE payroll_id = $1 AND status = 'NEEDS_REVIEW'",
-        w.review,
-    )
-    async with pool.acquire() as conn:
-        jane = await operators.create(conn, "jane.doe")
-    await resolutions.resolve(
-        pool,
-        uuid.UUID(jane["id"]),
-        [resolutions.Resolution(tf105, ItemStatus.FAILED, reason="not sent")],
-        None,
-    )
+    tf105, ref, jane_id = await _resolve_review_item_failed(pool, w)
     async with pool.acquire() as conn:
         retried, _ = await payrolls.retry_failed(conn, w.acme, w.review)
         await payrolls.start_processing(conn, w.acme, retried.id, batch_size=500)
@@ -799,7 +795,7 @@ async def test_double_payments_across_payrolls_are_found(
     )
     await resolutions.resolve(
         pool,
-        uuid.UUID(jane["id"]),
+        jane_id,
         [resolutions.Resolution(review_item, ItemStatus.PAID, provider_reference=receipt)],
         "ticket 5522",
     )

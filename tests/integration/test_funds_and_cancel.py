@@ -56,6 +56,42 @@ async def item_states(pool: asyncpg.Pool, payroll_id: uuid.UUID) -> set[str]:
     return {r["status"] for r in rows}
 
 
+def crash_once_at_approving(
+    monkeypatch: pytest.MonkeyPatch,
+    pool: asyncpg.Pool,
+    *,
+    after_the_write: bool = False,
+    meanwhile: Callable[[], None] = lambda: None,
+) -> None:
+    """The first flow to reach its `approving` write dies there once: before the write, or right after it
+    (before the approve request). Its row is handed back as a dead dispatcher's lease would, and `meanwhile`
+    runs while no flow holds it; the next claim resumes the batch."""
+    real_set_stage = batches.set_stage
+    crashed = False
+
+    async def crash(pool_, row, batch_id, stage, carried=()):  # type: ignore[no-untyped-def]
+        nonlocal crashed
+        if after_the_write:
+            await real_set_stage(pool_, row, batch_id, stage, carried)
+        if stage == Stage.APPROVING and not crashed:
+            crashed = True
+            meanwhile()
+            await pool.execute(
+                "UPDATE outbox SET status = 'pending', locked_by = NULL, locked_until = NULL, "
+                "lease_token = NULL, available_at = now() WHERE id = $1",
+                row.id,
+            )
+            raise batches.LeaseLost(
+                "crashed before the approve request"
+                if after_the_write
+                else "crashed before writing approving"
+            )
+        if not after_the_write:
+            await real_set_stage(pool_, row, batch_id, stage, carried)
+
+    monkeypatch.setattr(batches, "set_stage", crash)
+
+
 async def test_an_underfunded_payroll_waits_then_is_paid_exactly_once_after_funding(
     pool: asyncpg.Pool, run_dispatchers
 ) -> None:
@@ -121,22 +157,7 @@ async def test_a_batch_approved_by_another_flow_sends_the_initiate_answer_back_a
     if interruption == "funds_wait":
         provider.balance = Decimal("999.00")
     else:
-        real_set_stage = batches.set_stage
-        crashed = False
-
-        async def crash_before_approving(pool_, row, batch_id, stage, carried=()):  # type: ignore[no-untyped-def]
-            nonlocal crashed
-            if stage == Stage.APPROVING and not crashed:
-                crashed = True
-                await pool.execute(
-                    "UPDATE outbox SET status = 'pending', locked_by = NULL, locked_until = NULL, "
-                    "lease_token = NULL, available_at = now() WHERE id = $1",
-                    row.id,
-                )
-                raise batches.LeaseLost("crashed before writing approving")
-            await real_set_stage(pool_, row, batch_id, stage, carried)
-
-        monkeypatch.setattr(batches, "set_stage", crash_before_approving)
+        crash_once_at_approving(monkeypatch, pool)
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
     run_dispatchers(provider, **FAST_FUNDS)
     if interruption == "funds_wait":
@@ -170,23 +191,11 @@ async def test_a_batch_found_initiated_after_a_crash_reads_the_wallet_before_app
     """The initiate answer's balance is stale once anything else happened: a flow that resumes a batch at
     `initiated` reads the wallet again, and a wallet emptied meanwhile stops the approve."""
     provider = FakeIntaSend(balance=Decimal("1000.00"))
-    real_set_stage = batches.set_stage
-    crashed = False
 
-    async def crash_before_approving(pool_, row, batch_id, stage, carried=()):  # type: ignore[no-untyped-def]
-        nonlocal crashed
-        if stage == Stage.APPROVING and not crashed:
-            crashed = True
-            provider.balance = Decimal("10.00")  # spent elsewhere while this flow was gone
-            await pool.execute(
-                "UPDATE outbox SET status = 'pending', locked_by = NULL, locked_until = NULL, "
-                "lease_token = NULL, available_at = now() WHERE id = $1",
-                row.id,
-            )
-            raise batches.LeaseLost("crashed before writing approving")
-        await real_set_stage(pool_, row, batch_id, stage, carried)
+    def spent_elsewhere() -> None:  # while this flow was gone
+        provider.balance = Decimal("10.00")
 
-    monkeypatch.setattr(batches, "set_stage", crash_before_approving)
+    crash_once_at_approving(monkeypatch, pool, meanwhile=spent_elsewhere)
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
     run_dispatchers(provider, **FAST_FUNDS)
     await until(lambda: pool.fetchval("SELECT funds_short_checks > 0 FROM provider_batches"))
@@ -202,23 +211,11 @@ async def test_a_batch_found_approving_and_still_waiting_after_a_crash_is_approv
     """A crash between the `approving` write and the approve request: the resumed flow asks status (still
     waiting), then reads the wallet again before approving; the check made before the crash is stale."""
     provider = FakeIntaSend(balance=Decimal("1000.00"))
-    real_set_stage = batches.set_stage
-    crashed = False
 
-    async def crash_after_approving(pool_, row, batch_id, stage, carried=()):  # type: ignore[no-untyped-def]
-        nonlocal crashed
-        await real_set_stage(pool_, row, batch_id, stage, carried)
-        if stage == Stage.APPROVING and not crashed:
-            crashed = True
-            provider.balance = Decimal("10.00")
-            await pool.execute(
-                "UPDATE outbox SET status = 'pending', locked_by = NULL, locked_until = NULL, "
-                "lease_token = NULL, available_at = now() WHERE id = $1",
-                row.id,
-            )
-            raise batches.LeaseLost("crashed before the approve request")
+    def spent_elsewhere() -> None:
+        provider.balance = Decimal("10.00")
 
-    monkeypatch.setattr(batches, "set_stage", crash_after_approving)
+    crash_once_at_approving(monkeypatch, pool, after_the_write=True, meanwhile=spent_elsewhere)
     payroll = await factories.processing_payroll(pool, accounts=ACCOUNTS)
     run_dispatchers(provider, **FAST_FUNDS)
     await until(lambda: pool.fetchval("SELECT funds_short_checks > 0 FROM provider_batches"))
