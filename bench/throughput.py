@@ -35,6 +35,7 @@ from bench import (
     traffic,
 )
 from shared import db, outbox, sqlfiles
+from shared.settings import Settings
 from testkit.stack import ROOT
 
 NAME = "throughput"
@@ -182,7 +183,8 @@ async def one_run(
 
 async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
     """The dispatcher's per-batch statements for one real 500-item batch of the run just finished, each
-    replayed in a transaction that is rolled back (its preconditions set up untimed): median wall time."""
+    replayed in a transaction that is rolled back (its preconditions set up untimed, and committed, as
+    they are when the dispatcher runs it): median wall time."""
     q = sqlfiles.load("batches")
     conn = await db.connect(dsn)
     try:
@@ -260,7 +262,13 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
             (
                 f"settle_items: {n} items PAID",
                 lambda: items_to("SUBMITTED"),
-                lambda _: conn.execute(q["settle_items"], ids, ["PAID"] * n, [None] * n, refs),
+                lambda _: conn.execute(
+                    q["settle_items"],
+                    [
+                        {"item_id": i, "status": "PAID", "provider_reference": r}
+                        for i, r in zip(ids, refs, strict=True)
+                    ],
+                ),
             ),
             (
                 "payroll_open_rows: rows still open for the payroll",
@@ -272,10 +280,12 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
         for label, setup, stmt in steps:
             times = []
             for _ in range(repeat):
+                # The set-up commits on its own (the run is over; its database is dropped next): rows written
+                # earlier in the same transaction would make PostgreSQL check their foreign keys again.
+                arg = await setup() if setup else None
                 tx = conn.transaction()
                 await tx.start()
                 try:
-                    arg = await setup() if setup else None
                     t0 = time.perf_counter()
                     await stmt(arg)
                     times.append(time.perf_counter() - t0)
@@ -621,7 +631,7 @@ async def run(opts: registry.Options) -> dict[str, Any]:
             )
         stats.table(
             f"throughput: {dispatchers} dispatcher(s), limit lifted, {payrolls} payrolls x {workers:,} workers "
-            f"in 500-item batches (DISPATCHER_CONCURRENCY={os.environ.get('DISPATCHER_CONCURRENCY', '32')})",
+            f"in 500-item batches (DISPATCHER_CONCURRENCY={Settings.from_env(os.environ).dispatcher_concurrency})",
             [
                 "run",
                 "payouts",

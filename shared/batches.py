@@ -382,6 +382,12 @@ async def settle(
     the status answer that made the batch final (its body as received, and its code), recorded as the
     batch's one kept status. Returns the lead payroll's final status when this closed it."""
     async with _fenced(pool, row) as conn:
+        # The batch's own row first: the payroll locks below are held until commit, and every batch of the
+        # payroll settling at the same moment waits for them (the final answer is the largest write).
+        if batch_id is not None and final_status is not None:
+            await conn.execute(Q.record_final_status, batch_id, batch_stage, *final_status)
+        elif batch_id is not None:
+            await conn.execute(Q.set_stage, batch_id, batch_stage)
         await conn.execute(Q.lock_payrolls, _payrolls(row, carried))
         counts: dict[str, int] = {}
         for o in outcomes:
@@ -389,10 +395,6 @@ async def settle(
         for status, n in counts.items():
             metrics.ITEMS_FINAL.labels(status).inc(n)
         await _write_outcomes(conn, outcomes)
-        if batch_id is not None and final_status is not None:
-            await conn.execute(Q.record_final_status, batch_id, batch_stage, *final_status)
-        elif batch_id is not None:
-            await conn.execute(Q.set_stage, batch_id, batch_stage)
         return await _finish_rows(conn, row, carried, status=row_status, error=error)
 
 
@@ -406,13 +408,7 @@ async def fail_items(pool: asyncpg.Pool, row: outbox.Claimed, outcomes: Sequence
 
 async def _write_outcomes(conn: db.Connection, outcomes: Sequence[ItemOutcome]) -> None:
     if outcomes:
-        await conn.execute(
-            Q.settle_items,
-            [o.item_id for o in outcomes],
-            [o.status for o in outcomes],
-            [o.reason for o in outcomes],
-            [o.provider_reference for o in outcomes],
-        )
+        await conn.execute(Q.settle_items, list(outcomes))
 
 
 async def settle_all(

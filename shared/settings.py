@@ -88,7 +88,7 @@ class Settings:
     intasend_wallet_id: str | None = setting("INTASEND_WALLET_ID", str, None)
     intasend_callback_url: str | None = setting("INTASEND_CALLBACK_URL", str, None)
     intasend_webhook_challenge: str | None = setting("INTASEND_WEBHOOK_CHALLENGE", str, None, repr=False)
-    dispatcher_concurrency: int = setting("DISPATCHER_CONCURRENCY", _positive_int, 32)
+    dispatcher_concurrency: int = setting("DISPATCHER_CONCURRENCY", _positive_int, 64)
     dispatcher_lease_s: float = setting("DISPATCHER_LEASE_S", _positive_float, 30.0)
     dispatcher_metrics_port: int | None = setting("DISPATCHER_METRICS_PORT", _port, None)
     dispatcher_grace_s: float = setting("DISPATCHER_GRACE_S", _positive_float, 20.0)

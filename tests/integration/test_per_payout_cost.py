@@ -95,7 +95,7 @@ async def test_a_batch_of_500_is_settled_with_one_item_statement(
     assert final == "COMPLETED"
     # One statement writes the 500 outcomes; no statement per item or per pass.
     assert statements.count("UPDATE payroll_items") == 1, statements.queries
-    assert statements.count("unnest(") == 1
+    assert statements.count("json_to_recordset(") == 1
     assert len(statements.queries) < 20, statements.queries
     paid = await pool.fetchval(
         "SELECT count(*) FROM payroll_items WHERE payroll_id = $1 AND status = 'PAID' AND provider_reference = 'P' || id",
@@ -112,6 +112,56 @@ async def test_a_batch_of_500_is_settled_with_one_item_statement(
     assert len(kept["last_status"]["transactions"]) == 500
 
 
+ODD_TEXT = [
+    'a "quoted", {braced} ref',
+    "back\\slash",
+    "NULL",
+    "",
+    "Ünïcødé – ₭ 😀",
+    " padded ",
+    "comma,semi;colon",
+]
+
+
+async def test_references_travel_as_json_parameters_exactly_and_in_order(
+    logged_pool: tuple[asyncpg.Pool, Statements],
+) -> None:
+    """IntaSend's references (and reasons) reach PostgreSQL as JSON parameters (batch_items, insert_batch,
+    settle_items): whatever characters they hold, they are stored as sent, each with its own item."""
+    pool, _ = logged_pool
+    await factories.processing_payroll(pool, accounts=[f"2547{n:08d}" for n in range(len(ODD_TEXT))])
+    row = await _claimed(pool)
+    ids = [int(i) for i in row.payload["item_ids"]]
+    items = await batches.items(pool, list(reversed(ids)))
+    assert [i.id for i in items] == ids  # payroll order, whatever order they were asked in
+    refs = {i: f"{ODD_TEXT[k]}#{k}" for k, i in enumerate(ids)}
+    stored = await batches.persist_initiated(
+        pool, row, tracking_id="trk-odd", nonce="n", response={"tracking_id": "trk-odd"}, refs=refs
+    )
+    kept = await pool.fetchrow(
+        "SELECT item_ids, request_reference_ids FROM provider_batches WHERE id = $1", stored.id
+    )
+    assert (kept["item_ids"], kept["request_reference_ids"]) == (ids, [refs[i] for i in ids])
+    await batches.set_stage(pool, row, stored.id, Stage.APPROVING)
+    await batches.set_stage(pool, row, stored.id, Stage.APPROVED)
+    outcomes = [
+        ItemOutcome(i, ItemStatus.FAILED, ODD_TEXT[k], None)
+        if k % 2
+        else ItemOutcome(i, ItemStatus.PAID, None, ODD_TEXT[k])
+        for k, i in enumerate(ids)
+    ]
+    await batches.settle(pool, row, outcomes, batch_id=stored.id)
+    written = {
+        r["id"]: (r["status"], r["failure_reason"], r["provider_reference"], r["request_reference_id"])
+        for r in await pool.fetch(
+            "SELECT id, status, failure_reason, provider_reference, request_reference_id FROM payroll_items"
+        )
+    }
+    assert written == {
+        o.item_id: (o.status, o.reason, o.provider_reference, refs[o.item_id]) for o in outcomes
+    }
+
+
 async def test_the_items_are_read_once_per_claim_and_the_initiate_answer_is_not_stored_whole(
     logged_pool: tuple[asyncpg.Pool, Statements], database_url: str
 ) -> None:
@@ -124,7 +174,9 @@ async def test_the_items_are_read_once_per_claim_and_the_initiate_answer_is_not_
     finally:
         await running.close()
     # One claim, one read of its items (main read them again before following the batch).
-    assert statements.count("FROM payroll_items i", "JOIN unnest($1::bigint[]) AS wanted(id)") == 1
+    assert (
+        statements.count("FROM payroll_items i", "JOIN json_array_elements_text($1::json) AS wanted(id)") == 1
+    )
     # Each item is written twice, each time by one statement for the whole batch: linked and SUBMITTED
     # with the `approving` write, then its outcome (before migration 0020 also once at initiate).
     assert statements.count("UPDATE payroll_items") == 2, statements.queries
