@@ -225,6 +225,13 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
                 "UPDATE payroll_items SET status = $2 WHERE id = ANY($1::bigint[])", ids, status
             )
 
+        async def items_before_approving() -> None:  # PENDING, not linked to any batch yet
+            await conn.execute(
+                "UPDATE payroll_items SET status = 'PENDING', provider_batch_id = NULL, request_reference_id = NULL "
+                "WHERE id = ANY($1::bigint[])",
+                ids,
+            )
+
         steps: list[tuple[str, Any, Any]] = [
             (f"batch_items: read the {n} items", None, lambda _: conn.fetch(q["batch_items"], ids)),
             (
@@ -244,7 +251,7 @@ async def sql_costs(dsn: str, repeat: int = 5) -> list[tuple[str, float]]:
             ),
             (
                 f"submit_items: {n} items linked and SUBMITTED at approving",
-                lambda: items_to("PENDING"),
+                items_before_approving,
                 lambda _: conn.execute(q["submit_items"], batch_id),
             ),
             (

@@ -123,11 +123,12 @@ ODD_TEXT = [
 ]
 
 
-async def test_references_travel_as_json_parameters_exactly_and_in_order(
+async def test_references_and_outcomes_are_stored_exactly_and_each_with_its_item(
     logged_pool: tuple[asyncpg.Pool, Statements],
 ) -> None:
-    """IntaSend's references (and reasons) reach PostgreSQL as JSON parameters (batch_items, insert_batch,
-    settle_items): whatever characters they hold, they are stored as sent, each with its own item."""
+    """IntaSend's references, reasons and provider references reach PostgreSQL as arrays (insert_batch) and
+    as one JSON parameter (settle_items): whatever characters they hold, they are stored as sent, each with
+    its own item."""
     pool, _ = logged_pool
     await factories.processing_payroll(pool, accounts=[f"2547{n:08d}" for n in range(len(ODD_TEXT))])
     row = await _claimed(pool)
@@ -175,7 +176,7 @@ async def test_the_items_are_read_once_per_claim_and_the_initiate_answer_is_not_
         await running.close()
     # One claim, one read of its items (main read them again before following the batch).
     assert (
-        statements.count("FROM payroll_items i", "JOIN json_array_elements_text($1::json) AS wanted(id)") == 1
+        statements.count("FROM payroll_items i", "JOIN unnest($1::bigint[]) AS wanted(id)") == 1
     )
     # Each item is written twice, each time by one statement for the whole batch: linked and SUBMITTED
     # with the `approving` write, then its outcome (before migration 0020 also once at initiate).
