@@ -26,6 +26,8 @@ def cases(opts: registry.Options) -> list[Case]:
         Case("100x10", 100, 10, rps=50),
         Case("1000x10", 1000, 10, rps=50),
         Case("10x10000", 10, 10_000, rps=50, create_concurrency=2),
+        # IntaSend paying each batch in 10 s: a batch holds its place in flight through its polls.
+        Case("10x10000-slow", 10, 10_000, rps=50, processing_s=10.0, create_concurrency=2),
     ]
 
 
