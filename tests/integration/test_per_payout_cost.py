@@ -175,9 +175,7 @@ async def test_the_items_are_read_once_per_claim_and_the_initiate_answer_is_not_
     finally:
         await running.close()
     # One claim, one read of its items (main read them again before following the batch).
-    assert (
-        statements.count("FROM payroll_items i", "JOIN unnest($1::bigint[]) AS wanted(id)") == 1
-    )
+    assert statements.count("FROM payroll_items i", "JOIN unnest($1::bigint[]) AS wanted(id)") == 1
     # Each item is written twice, each time by one statement for the whole batch: linked and SUBMITTED
     # with the `approving` write, then its outcome (before migration 0020 also once at initiate).
     assert statements.count("UPDATE payroll_items") == 2, statements.queries
