@@ -76,6 +76,9 @@ async def one_run(
                 "--output",
                 str(profile_to),
                 "--nonblocking",
+                # Only samples holding the GIL: without it, a thread preempted inside send() on a busy machine
+                # (on loopback the kernel hands the bytes to the receiver in that call) counts as CPU.
+                "--gil",
             ]
         before, pg_before, host_before = (
             st.resources(),
@@ -319,7 +322,7 @@ def report_profile(path: Any, run: dict[str, Any]) -> dict[str, Any]:
         stats.say("the profile is empty (py-spy could not sample the dispatcher)")
         return {}
     stats.table(
-        f"throughput: where one dispatcher's CPU goes (py-spy, {samples} samples at 200 Hz, "
+        f"throughput: where one dispatcher's CPU goes (py-spy --gil, {samples} samples at 200 Hz, "
         f"{run['items']:,} payouts at {run['per_s']:,.0f}/s in the profiled run): top functions by own time",
         ["own %", "function"],
         [[f"{100 * s:.1f}", f] for f, s in by_self],
