@@ -70,6 +70,7 @@ class StoredBatch:
 
 @dataclass(frozen=True, slots=True)
 class ItemOutcome:
+    # Its field names are the columns settle_items reads from the JSON it is sent as (json_to_recordset).
     item_id: int
     status: ItemStatus
     reason: str | None = None

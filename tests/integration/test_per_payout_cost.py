@@ -123,13 +123,10 @@ ODD_TEXT = [
 ]
 
 
-async def test_references_and_outcomes_are_stored_exactly_and_each_with_its_item(
-    logged_pool: tuple[asyncpg.Pool, Statements],
-) -> None:
+async def test_references_and_outcomes_are_stored_exactly_and_each_with_its_item(pool: asyncpg.Pool) -> None:
     """IntaSend's references, reasons and provider references reach PostgreSQL as arrays (insert_batch) and
     as one JSON parameter (settle_items): whatever characters they hold, they are stored as sent, each with
     its own item."""
-    pool, _ = logged_pool
     await factories.processing_payroll(pool, accounts=[f"2547{n:08d}" for n in range(len(ODD_TEXT))])
     row = await _claimed(pool)
     ids = [int(i) for i in row.payload["item_ids"]]
